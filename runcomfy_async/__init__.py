@@ -1,0 +1,137 @@
+"""An asyncio-native client for the RunComfy Model API.
+
+Run many paid video generations at once, safely and cheaply::
+
+    from runcomfy_async import ImageToVideo, RunComfy
+
+    async with RunComfy() as client:
+        job = client.submit(ImageToVideo(prompt="...", image_url="https://..."))
+        result = await job
+        print(result.video_url)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._api import API
+from ._client import RunComfy
+from ._config import DEFAULT_BASE_URL, Limits, RetryPolicy, Timeouts
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ConnectError,
+    InputRejectedError,
+    InsufficientBalanceError,
+    JobCancelledError,
+    JobError,
+    JobFailedError,
+    JobTimeoutError,
+    ModelNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitedError,
+    RequestTimeoutError,
+    RunComfyError,
+    ServerError,
+    SubmissionUncertainError,
+    TransportError,
+    ValidationError,
+)
+from ._events import (
+    Event,
+    Hook,
+    JobFinished,
+    JobStatusChanged,
+    JobSubmitted,
+    RequestRetried,
+    Stats,
+)
+from ._job import Job
+from ._models import (
+    DREAMINA_I2V_MODEL_ID,
+    Cancelled,
+    CancelOutcome,
+    Completed,
+    Failed,
+    ImageToVideo,
+    JobResult,
+    JobStatus,
+    ModelRequest,
+    Pending,
+    Queued,
+    Request,
+    Running,
+    Submission,
+    Succeeded,
+)
+from ._polling import AdaptivePolling, FixedInterval, PollPolicy, PollState
+
+__all__ = [
+    "API",
+    "DEFAULT_BASE_URL",
+    "DREAMINA_I2V_MODEL_ID",
+    "APIError",
+    "AdaptivePolling",
+    "AuthenticationError",
+    "CancelOutcome",
+    "Cancelled",
+    "ClientClosedError",
+    "Completed",
+    "ConnectError",
+    "Event",
+    "Failed",
+    "FixedInterval",
+    "Hook",
+    "ImageToVideo",
+    "InputRejectedError",
+    "InsufficientBalanceError",
+    "Job",
+    "JobCancelledError",
+    "JobError",
+    "JobFailedError",
+    "JobFinished",
+    "JobResult",
+    "JobStatus",
+    "JobStatusChanged",
+    "JobSubmitted",
+    "JobTimeoutError",
+    "Limits",
+    "ModelNotFoundError",
+    "ModelRequest",
+    "NotFoundError",
+    "Pending",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "PollState",
+    "ProtocolError",
+    "Queued",
+    "RateLimitedError",
+    "Request",
+    "RequestRetried",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "RunComfy",
+    "RunComfyError",
+    "Running",
+    "ServerError",
+    "Stats",
+    "Submission",
+    "SubmissionUncertainError",
+    "Succeeded",
+    "Timeouts",
+    "TransportError",
+    "ValidationError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The version is read lazily from the installed metadata (as stamina does),
+    # so importing the package costs no metadata lookup.
+    if name == "__version__":
+        from ._config import package_version  # noqa: PLC0415
+
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,160 @@
+"""Request pacing that finds and holds the server's hidden rate limit.
+
+No rate limit is documented for the Model API, so the client learns it the
+way TCP learns a path's capacity:
+
+* **slow start**: until the first 429, the rate grows by one request per
+  second for every request that had to wait for the bucket (it doubles about
+  once a second while demand exceeds it);
+* **multiplicative decrease** on a 429: the rate drops to ``decrease`` times
+  itself, once per congestion event (429s for requests sent before the last
+  decrease are the same event, not new ones), and every sender pauses for the
+  server's ``Retry-After``;
+* **additive increase** after that: ``increase`` requests/second more per
+  second of rate-bound sending, so the rate creeps back up to the limit.
+
+With ``decrease=0.85`` the sawtooth averages about 92% of the limit, with a
+few rejections per cycle. :class:`TokenBucket` and :class:`AIMDController` are
+pure (time is passed in); :class:`Throttle` puts them on the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import attrs
+
+from ._config import Limits
+
+__all__ = ["AIMDController", "Throttle", "TokenBucket"]
+
+
+@attrs.define
+class TokenBucket:
+    """A token bucket that hands out send times (reservations).
+
+    ``reserve(now)`` books the next free token and returns how long the caller
+    must wait for it; tokens may go negative, which is how waiting callers
+    queue up fairly without a lock.
+    """
+
+    rate: float
+    burst: float
+    tokens: float = attrs.field(default=math.nan)
+    updated: float = attrs.field(default=math.nan)
+
+    def reserve(self, now: float) -> float:
+        """Book one token; return the wait in seconds (0 when one is ready)."""
+        if math.isnan(self.updated):
+            self.tokens, self.updated = self.burst, now
+        elif now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Change the rate, settling what was earned at the old rate first."""
+        self.reserve(now)
+        self.tokens += 1.0  # undo the booking reserve() made
+        self.rate = rate
+
+
+@attrs.define
+class AIMDController:
+    """Additive-increase/multiplicative-decrease on the request rate."""
+
+    rate: float
+    min_rate: float
+    max_rate: float
+    increase: float = 2.0
+    decrease: float = 0.85
+    slow_start: bool = True
+    last_decrease: float = -math.inf
+    decreases: int = 0
+
+    def on_success(self, rate_bound: bool) -> bool:
+        """Grow after a request that the rate held back; say if it changed."""
+        if not rate_bound or self.rate >= self.max_rate:
+            return False
+        step = 1.0 if self.slow_start else self.increase / self.rate
+        self.rate = min(self.max_rate, self.rate + step)
+        return True
+
+    def on_rate_limited(self, sent_at: float, now: float) -> bool:
+        """Shrink on a 429, once per congestion event; say if it changed."""
+        if sent_at < self.last_decrease:
+            return False  # sent before we last slowed down: the same event
+        self.slow_start = False
+        self.rate = max(self.min_rate, self.rate * self.decrease)
+        self.last_decrease = now
+        self.decreases += 1
+        return True
+
+
+class Ticket:
+    """One exchange's passage through the throttle."""
+
+    __slots__ = ("rate_bound", "sent_at")
+
+    def __init__(self, sent_at: float, rate_bound: bool) -> None:
+        self.sent_at = sent_at
+        self.rate_bound = rate_bound
+
+
+class Throttle:
+    """Caps concurrent exchanges and paces them, adapting to 429s.
+
+    Shared by every exchange of one client: submits, polls, cancels and the
+    low-level calls alike.
+    """
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._capacity = limits.max_concurrent_requests
+        self._slots = anyio.Semaphore(self._capacity, fast_acquire=True)
+        top = limits.max_rate if limits.max_rate is not None else math.inf
+        start = min(limits.initial_rate, top)
+        self._aimd = AIMDController(rate=start, min_rate=min(limits.min_rate, start), max_rate=top)
+        self._bucket = TokenBucket(rate=start, burst=limits.burst)
+        self._paused_until = -math.inf
+
+    def __repr__(self) -> str:
+        return f"<Throttle rate={self.rate:.1f}/s in_use={self.in_use}>"
+
+    @property
+    def rate(self) -> float:
+        """The current pace, in requests per second."""
+        return self._aimd.rate
+
+    @property
+    def in_use(self) -> int:
+        """Exchanges under way now."""
+        return self._capacity - self._slots.value
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Ticket]:
+        """Wait for a free connection slot and a send time; hold the slot."""
+        async with self._slots:
+            now = self._clock()
+            wait = max(self._bucket.reserve(now), self._paused_until - now)
+            if wait > 0:
+                await anyio.sleep(wait)
+            yield Ticket(self._clock(), rate_bound=wait > 0)
+
+    def on_success(self, ticket: Ticket) -> None:
+        """Feed back an exchange the server accepted (any non-429 answer)."""
+        if self._aimd.on_success(ticket.rate_bound):
+            self._bucket.set_rate(self._aimd.rate, self._clock())
+
+    def on_rate_limited(self, ticket: Ticket, retry_after: float | None) -> None:
+        """Feed back a 429: slow down, and pause everyone for ``retry_after``."""
+        now = self._clock()
+        if retry_after is not None and retry_after > 0:
+            self._paused_until = max(self._paused_until, now + retry_after)
+        if self._aimd.on_rate_limited(ticket.sent_at, now):
+            self._bucket.set_rate(self._aimd.rate, now)

@@ -1,0 +1,155 @@
+"""The HTTP seam: the only module that holds an ``aiohttp.ClientSession``.
+
+It sends one exchange and hands back a :class:`~._wire.Reply`, or raises one of
+our transport errors. Everything aiohttp can raise is translated here, in one
+place, and the translation keeps the one fact a paid submit depends on: did
+the request provably never leave this host (``sent=False``)?
+
+It also keeps the token where it belongs: the ``Authorization`` header is
+added per request, only for paths under the API base URL, and redirects are
+never followed (a redirect could carry the header to another host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+
+import aiohttp
+
+from ._config import Secret, Timeouts, package_version
+from ._errors import ConnectError, ProtocolError, RequestTimeoutError, TransportError
+from ._wire import Reply
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""API answers are small JSON objects; a body past this is a broken server."""
+
+
+def user_agent() -> str:
+    """Name this library, its version and the runtime, as the contract asks."""
+    return (
+        f"runcomfy-async/{package_version()} "
+        f"({platform.python_implementation()} {sys.version_info.major}.{sys.version_info.minor}; "
+        f"aiohttp/{aiohttp.__version__})"
+    )
+
+
+class Transport:
+    """One pooled aiohttp session bound to one API base URL and token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        *,
+        timeouts: Timeouts,
+        max_connections: int,
+    ) -> None:
+        self._base_url = base_url
+        self._token = token
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: Final = {
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        }
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "closed"
+        return f"<Transport {self._base_url} {state}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without ``/v1``."""
+        return self._base_url
+
+    async def open(self) -> None:
+        """Create the connection pool (inside the running event loop)."""
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=sys.version_info < (3, 12, 7),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self._timeouts.total,
+                sock_connect=self._timeouts.connect,
+                sock_read=self._timeouts.read,
+            ),
+            # Our own loop decides what an error is; never raise on status.
+            raise_for_status=False,
+            # No cookies: the API uses none, and a jar costs work per request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            json_serialize=json.dumps,
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """Send one exchange to ``base_url + path`` and read the whole answer."""
+        session = self._session
+        if session is None:
+            raise TransportError("the transport is closed", sent=False)
+        headers = dict(self._headers)
+        headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        data: bytes | None = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        url = self._base_url + path
+        try:
+            async with session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
+                    raise ProtocolError(
+                        f"answer of {response.content_length} bytes is too large",
+                        status=response.status,
+                    )
+                raw = await response.content.read(MAX_BODY_BYTES + 1)
+                if len(raw) > MAX_BODY_BYTES:
+                    raise ProtocolError("answer is too large", status=response.status)
+                status = response.status
+                reply_headers = {
+                    k: v for k, v in response.headers.items() if k.lower() == "retry-after"
+                }
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ConnectError(f"timed out connecting to {self._base_url}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"cannot connect to {self._base_url}: {exc.os_error}") from exc
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+            raise RequestTimeoutError(f"{method} {path} timed out waiting for the answer") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
+        if 300 <= status < 400:
+            raise ProtocolError(
+                f"{method} {path} answered a redirect ({status}); redirects are not "
+                "followed, so the token stays with the API host",
+                status=status,
+            )
+        return Reply(status, raw, reply_headers)

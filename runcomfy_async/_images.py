@@ -126,9 +126,7 @@ def _jpeg_info(data: bytes, field: str) -> ImageInfo:
             if length < 7 or at + 7 > len(data):
                 break
             height, width = struct.unpack_from(">HH", data, at + 3)
-            return ImageInfo(
-                mime="image/jpeg", width=width, height=height, size=len(data)
-            )
+            return ImageInfo(mime="image/jpeg", width=width, height=height, size=len(data))
     raise _not_an_image(field, "the JPEG has no frame header (SOF) with its size")
 
 
@@ -159,16 +157,14 @@ def check_image(info: ImageInfo, *, field: str = "image_url") -> None:
         raise ValidationError(
             field,
             "size",
-            f"image is {info.size} bytes; it must be smaller than "
-            f"{MAX_IMAGE_BYTES} bytes (4.7 MB)",
+            f"image is {info.size} bytes; it must be smaller than {MAX_IMAGE_BYTES} bytes (4.7 MB)",
         )
     w, h = info.width, info.height
     if not (MIN_SIDE < w <= MAX_SIDE and MIN_SIDE < h <= MAX_SIDE):
         raise ValidationError(
             field,
             "dimensions",
-            f"image is {w}x{h} pixels; each side must be > {MIN_SIDE} "
-            f"and <= {MAX_SIDE}",
+            f"image is {w}x{h} pixels; each side must be > {MIN_SIDE} and <= {MAX_SIDE}",
         )
     # Integer cross-multiplication: no float rounding right at the boundary.
     limit = int(MAX_RATIO)

@@ -50,6 +50,7 @@ class Job:
         "_cancel_reason",
         "_counted",
         "_deadline",
+        "_due",
         "_future",
         "_model_id",
         "_poll_failures",
@@ -87,6 +88,7 @@ class Job:
         self._cancel_reason: str | None = None
         self._counted = False  # holds one of the scheduler's in-flight places
         self._poll_seq = 0
+        self._due = float("inf")  # when its booked poll is due
         self._poll_failures = 0
         self._track: PollState | None = None
 

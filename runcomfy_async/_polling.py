@@ -52,6 +52,7 @@ class PollState:
         polls: Polls made so far.
         credited: Run time (normalised by ``scale``) already counted as time
             at risk in the learned model.
+        just_started: True on the poll that first saw the job running.
 
     """
 
@@ -67,10 +68,12 @@ class PollState:
     last_poll: float | None = None
     polls: int = 0
     credited: float = 0.0
+    just_started: bool = False
 
     def see(self, phase: str, position: int | None, now: float) -> None:
         """Record a poll that found the job unfinished, in *phase*."""
-        if phase == "running" and self.started_at is None:
+        self.just_started = phase == "running" and self.started_at is None
+        if self.just_started:
             if self.phase == "queued" and self.last_poll is not None:
                 # It started some time between the last two polls.
                 self.started_at = (self.last_poll + now) / 2.0
@@ -105,8 +108,12 @@ class PollPolicy(Protocol):
         """Learn from a poll that found the job unfinished."""
         ...
 
-    def finished(self, state: PollState, now: float, run_seconds: float | None) -> None:
-        """Learn from a finished job; *run_seconds* is the server's run time if known."""
+    def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
+        """Learn from a finished job; *run_seconds* is the server's run time if known.
+
+        Return True if what was learned may pull other jobs' polls earlier:
+        the scheduler then asks again for every live job with the same key.
+        """
         ...
 
 
@@ -132,8 +139,9 @@ class FixedInterval:
     def observe(self, state: PollState, now: float) -> None:
         """Learn nothing."""
 
-    def finished(self, state: PollState, now: float, run_seconds: float | None) -> None:
+    def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:  # noqa: ARG002
         """Learn nothing."""
+        return False
 
 
 # Log-spaced bins of normalised run time, from 50 ms to about 28 hours.
@@ -141,6 +149,12 @@ _BIN_LO = 0.05
 _BIN_RATIO = 1.15
 _BINS = 96
 _LOG_RATIO = math.log(_BIN_RATIO)
+_EDGES = [_BIN_LO * _BIN_RATIO**i for i in range(_BINS + 1)]
+_EDGES[0] = 0.0
+_REBUILD_EVERY = 64
+_REPLAN_UNTIL = 64
+"""Re-plans stop once a model has seen this many finishes: it has settled."""
+"""Exposure updates between rebuilds of the smoothed hazard (events rebuild at once)."""
 
 
 def _bin(seconds: float) -> int:
@@ -149,17 +163,25 @@ def _bin(seconds: float) -> int:
     return min(_BINS - 1, int(math.log(seconds / _BIN_LO) / _LOG_RATIO))
 
 
-def _edge(index: int) -> float:
-    return _BIN_LO * _BIN_RATIO**index
-
-
 @attrs.define
 class RunTimeModel:
-    """Learned run-time hazard of one key: events and time at risk, per bin."""
+    """Learned run-time hazard of one key: events and time at risk, per bin.
+
+    Finished jobs add an event at their run time; every poll of a running
+    job adds the run time since its last poll as time at risk (the
+    Nelson-Aalen estimator, which treats unfinished jobs as censored, so a
+    batch that started together learns from its own first finishers).
+    """
 
     events: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     exposure: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     finished: int = 0
+    min_events: int = 3
+    reach: int = 4
+    _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
+    _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
+    _frontier: float = attrs.field(default=0.0, init=False)
+    _stale: int = attrs.field(default=_REBUILD_EVERY, init=False)
 
     def add_exposure(self, start: float, end: float) -> None:
         """Count the span ``[start, end)`` of run time as time at risk."""
@@ -167,41 +189,84 @@ class RunTimeModel:
             return
         index = _bin(start)
         while start < end and index < _BINS:
-            upper = _edge(index + 1) if index < _BINS - 1 else math.inf
+            upper = _EDGES[index + 1] if index < _BINS - 1 else math.inf
             step = min(end, upper) - start
             self.exposure[index] += step
             start += step
             index += 1
+        self._stale += 1
 
     def add_event(self, seconds: float) -> None:
         """Count a job that finished after *seconds* of run time."""
         self.events[_bin(seconds)] += 1.0
         self.finished += 1
+        self._stale = _REBUILD_EVERY
 
-    def hazard(self, seconds: float, min_events: int, reach: int) -> float | None:
-        """Estimate the hazard at *seconds*, or None where data is too thin.
+    @property
+    def ready(self) -> bool:
+        """True once enough jobs finished for the hazard to mean something."""
+        return self.finished >= self.min_events
 
-        Widens a window of bins around *seconds* until it holds *min_events*
-        events (at most *reach* bins either side).
-        """
-        centre = _bin(seconds)
-        events = self.events[centre]
-        exposure = self.exposure[centre]
-        for width in range(1, reach + 1):
-            if events >= min_events:
-                break
-            for index in (centre - width, centre + width):
-                if 0 <= index < _BINS:
-                    events += self.events[index]
-                    exposure += self.exposure[index]
-        if events < min_events or exposure <= 0:
-            return None
-        return events / exposure
+    @property
+    def frontier(self) -> float:
+        """The longest run time any job has been watched for."""
+        self._refresh()
+        return self._frontier
 
-    def explored(self, seconds: float) -> bool:
-        """Say whether some job has been watched running this long."""
+    def hazard(self, seconds: float) -> float:
+        """Return the estimated hazard at *seconds* (flat beyond the frontier)."""
+        self._refresh()
+        return self._hazard[_bin(seconds)]
+
+    def cumulative(self, seconds: float) -> float:
+        """Return the estimated cumulative hazard from 0 to *seconds*."""
+        self._refresh()
         index = _bin(seconds)
-        return any(self.exposure[index:])
+        lower = _EDGES[index]
+        return self._cumulative[index] + (seconds - lower) * self._hazard[index]
+
+    def horizon(self, seconds: float, budget: float) -> float:
+        """Return the run time at which the cumulative hazard has grown by *budget*."""
+        self._refresh()
+        target = self.cumulative(seconds) + budget
+        index = _bin(seconds)
+        while index < _BINS - 1 and self._cumulative[index + 1] < target:
+            index += 1
+        rate = self._hazard[index]
+        if rate <= 0:
+            return math.inf
+        return max(seconds, _EDGES[index] + (target - self._cumulative[index]) / rate)
+
+    def _refresh(self) -> None:
+        if self._stale < _REBUILD_EVERY:
+            return
+        self._stale = 0
+        events, exposure = self.events, self.exposure
+        explored = [i for i in range(_BINS) if exposure[i] > 0]
+        last = explored[-1] if explored else -1
+        self._frontier = _EDGES[last + 1] if last >= 0 else 0.0
+        hazard = [0.0] * _BINS
+        for centre in range(last + 1):
+            ev, ex = events[centre], exposure[centre]
+            for width in range(1, self.reach + 1):
+                if ev >= self.min_events:
+                    break
+                for index in (centre - width, centre + width):
+                    if 0 <= index <= last:
+                        ev += events[index]
+                        ex += exposure[index]
+            # Half a pseudo-event: much time at risk with no finish says
+            # "rare here", not "impossible here".
+            hazard[centre] = (ev + 0.5) / ex if ex > 0 else 0.0
+        tail = hazard[last] if last >= 0 else 0.0
+        for index in range(last + 1, _BINS):
+            hazard[index] = tail  # beyond what was seen: assume no change
+        cumulative = [0.0] * (_BINS + 1)
+        for index in range(_BINS):
+            cumulative[index + 1] = (
+                cumulative[index] + (_EDGES[index + 1] - _EDGES[index]) * hazard[index]
+            )
+        self._hazard, self._cumulative = hazard, cumulative
 
 
 @attrs.define(kw_only=True)
@@ -210,29 +275,37 @@ class AdaptivePolling:
 
     Attributes:
         delay_cost: Seconds of detection delay one request is worth: larger
-            means fewer requests and later detection. The spacing near the
-            likely finish is ``sqrt(2 * delay_cost / hazard)``.
+            means fewer requests and later detection. Near the likely finish
+            the spacing is ``sqrt(2 * delay_cost / hazard)``.
+        max_step_chance: The highest chance that a job finishes between two
+            polls (given it was running at the first), so that a leap over a
+            region of rising hazard never strands many jobs.
         floor: The shortest wait between two polls of one job.
         ceiling: The longest wait between two polls of a running job.
         queued_ceiling: The longest wait between two polls of a queued job.
-        first_poll: The wait before a new job's first poll when nothing is
-            known yet (the model's run time is then learned as it goes).
-        growth: Without enough data, wait this share of the time already run
-            (geometric spacing, so a job of unknown length costs few polls).
+        first_poll: The wait before a job's first poll while its model's run
+            time is unknown.
+        growth: While the run time is unknown, wait this share of the time
+            already run (geometric spacing: a job of unknown length costs
+            few polls, and the batch's first finishers teach the rest).
+        queued_growth: While queued and the queue's pace is unknown, wait this
+            share of the time already waited.
         queue_share: While queued, wait this share of the expected wait.
         jitter: Share of each delay drawn at random, so jobs never poll in step.
-        min_events: Finished jobs a hazard estimate needs around a run time.
+        min_events: Finished jobs a model needs before its hazard is used.
         rand: The random source (seedable for tests).
 
     """
 
-    delay_cost: float = 1.0
-    floor: float = 1.0
+    delay_cost: float = 0.15
+    max_step_chance: float = 0.25
+    floor: float = 0.5
     ceiling: float = 60.0
     queued_ceiling: float = 600.0
     first_poll: float = 2.0
-    growth: float = 0.3
-    queue_share: float = 0.5
+    growth: float = 1.0
+    queued_growth: float = 2.0
+    queue_share: float = 0.8
     jitter: float = 0.1
     min_events: int = 3
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
@@ -243,7 +316,7 @@ class AdaptivePolling:
         """Return the learned run-time model of *key*."""
         model = self._models.get(key)
         if model is None:
-            model = self._models[key] = RunTimeModel()
+            model = self._models[key] = RunTimeModel(min_events=self.min_events)
         return model
 
     @property
@@ -257,37 +330,51 @@ class AdaptivePolling:
             delay = self._queued_delay(state, now)
             top = self.queued_ceiling
         else:
-            delay = self._running_delay(state, now)
+            delay = self._running_delay(state, state.elapsed(now))
             top = self.ceiling
         if self.jitter:
             delay *= 1.0 + self.jitter * (2.0 * self.rand() - 1.0)
         return min(top, max(self.floor, delay))
 
     def _queued_delay(self, state: PollState, now: float) -> float:
-        if state.position is not None and self._drain:
-            return self.queue_share * (state.position + 1) / self._drain
-        waited = now - state.submitted_at
-        return max(self.first_poll, self.growth * waited * 2)
+        if state.position is None or not self._drain:
+            waited = max(now - state.submitted_at, self.first_poll)
+            return self.queued_growth * waited
+        wait = (state.position + 1) / self._drain
+        first_step = self._running_delay(state, 0.0)
+        if wait <= first_step:
+            # It starts soon and cannot finish for a while after: skip the
+            # start and poll where finishing becomes likely.
+            return wait + first_step
+        return self.queue_share * wait
 
-    def _running_delay(self, state: PollState, now: float) -> float:
+    def _running_delay(self, state: PollState, elapsed: float) -> float:
         model = self.model(state.key)
-        elapsed = state.elapsed(now) / state.scale
-        if model.finished == 0 and state.polls == 0:
-            return self.first_poll
-        hazard = model.hazard(elapsed, self.min_events, reach=4)
-        geometric = self.growth * max(elapsed, self.first_poll)
-        if hazard is None:
-            return geometric * state.scale
-        spacing = math.sqrt(2.0 * self.delay_cost / hazard) if hazard > 0 else math.inf
-        if not model.explored(elapsed + spacing):
-            # Never leap past what any job has been seen to survive: a run
-            # time there is a guess, and a long leap would be a long delay.
-            spacing = min(spacing, max(geometric, self.floor))
-        return spacing * state.scale
+        if not model.ready:
+            return self.growth * max(elapsed, self.first_poll)
+        scale = state.scale
+        run = elapsed / scale
+        # The optimal local spacing, with the hazard taken mid-step.
+        spacing = self.ceiling / scale
+        for _ in range(3):
+            rate = model.hazard(run + spacing / 2.0)
+            spacing = math.sqrt(2.0 * self.delay_cost / scale / rate) if rate > 0 else math.inf
+        # Never leap over more than max_step_chance of finishing.
+        budget = -math.log(1.0 - self.max_step_chance)
+        spacing = min(spacing, model.horizon(run, budget) - run)
+        # Beyond anything seen, the hazard is a guess: step geometrically.
+        if run + spacing > model.frontier:
+            spacing = min(
+                spacing,
+                max(model.frontier - run, 0.0) + self.growth * max(run, self.first_poll / scale),
+            )
+        return spacing * scale
 
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""
-        if state.phase == "running" and state.started_at is not None:
+        if state.phase == "running":
+            if state.just_started and self._drain and state.previous_position_at is not None:
+                self._refine_start(state, now)
             elapsed = state.elapsed(now) / state.scale
             self.model(state.key).add_exposure(state.credited, elapsed)
             state.credited = max(state.credited, elapsed)
@@ -304,6 +391,14 @@ class AdaptivePolling:
                 state.position_at - state.previous_position_at,
             )
 
+    def _refine_start(self, state: PollState, now: float) -> None:
+        # The queue's drain rate dates the start better than the midpoint.
+        assert self._drain is not None  # noqa: S101
+        if state.position is None or state.position_at is None:
+            return
+        guess = state.position_at + (state.position + 1) / self._drain
+        state.started_at = min(max(guess, state.position_at), now)
+
     def _learn_drain(self, before: int, after: int, seconds: float) -> None:
         if seconds <= 0 or after > before:
             return
@@ -314,13 +409,20 @@ class AdaptivePolling:
             sample if self._drain is None else self._drain + weight * (sample - self._drain)
         )
 
-    def finished(self, state: PollState, now: float, run_seconds: float | None) -> None:
-        """Learn a finished job's run time."""
+    def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
+        """Learn a finished job's run time; say if other jobs should re-plan."""
         model = self.model(state.key)
+        was_ready = model.ready
         end = self._run_time(state, now, run_seconds)
         model.add_exposure(state.credited, end)
         state.credited = max(state.credited, end)
         model.add_event(end)
+        # The first lessons change the plan most: re-plan when the model
+        # becomes usable, then at each doubling of what it has seen.
+        count = model.finished
+        return (
+            model.ready and count <= _REPLAN_UNTIL and (not was_ready or count & (count - 1) == 0)
+        )
 
     def _run_time(self, state: PollState, now: float, run_seconds: float | None) -> float:
         started = state.started_at if state.started_at is not None else state.submitted_at

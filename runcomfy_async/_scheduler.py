@@ -100,6 +100,7 @@ class Scheduler:
         self._sent_waiters: dict[Job, anyio.Event] = {}
         self._in_flight = 0
         self._wake = anyio.Event()
+        self._sleep_until = -math.inf
         self._accepting = False
         self._account_error: RunComfyError | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -289,9 +290,11 @@ class Scheduler:
                 if self._wake.is_set():
                     self._wake = anyio.Event()
                     continue
-                wait = self._next_due() - now
+                self._sleep_until = self._next_due()
+                wait = self._sleep_until - now
                 with anyio.move_on_after(wait if math.isfinite(wait) else None):
                     await self._wake.wait()
+                self._sleep_until = -math.inf  # awake: bookings need not wake it
 
     def _next_due(self) -> float:
         due = self._polls[0][0] if self._polls else math.inf
@@ -335,9 +338,25 @@ class Scheduler:
     def _book_poll(self, job: Job, now: float) -> None:
         track = job._track
         assert track is not None  # noqa: S101
-        delay = self._policy.next_delay(track, now)
+        self._book_at(job, now + self._policy.next_delay(track, now))
+
+    def _book_at(self, job: Job, due: float) -> None:
         job._poll_seq += 1
-        heapq.heappush(self._polls, (now + delay, next(self._seq), job._poll_seq, job))
+        job._due = due
+        heapq.heappush(self._polls, (due, next(self._seq), job._poll_seq, job))
+        if due < self._sleep_until:
+            self._notify()  # the dispatcher sleeps past this poll: wake it
+
+    def _replan(self, key: str, now: float) -> None:
+        """Pull polls earlier where the policy just learned they are due sooner."""
+        for job in self._live:
+            track = job._track
+            if track is None or track.key != key or job._cancel_reason is not None:
+                continue
+            due = now + self._policy.next_delay(track, now)
+            if due < job._due:
+                self._book_at(job, due)
+        self._notify()
 
     # -- working -----------------------------------------------------------------
 
@@ -423,8 +442,10 @@ class Scheduler:
         match state:
             case Succeeded(result=result):
                 self._set_state(job, old, state)
-                self._policy.finished(track, now, result.run_seconds)
+                replan = self._policy.finished(track, now, result.run_seconds)
                 self._finish(job, result=result)
+                if replan:
+                    self._replan(track.key, now)
             case Failed(message=message, error=error):
                 self._set_state(job, old, state)
                 self._finish(job, error=JobFailedError(message, error=error))

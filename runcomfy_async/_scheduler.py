@@ -47,6 +47,7 @@ from ._job import Job
 from ._models import (
     Cancelled,
     CancelOutcome,
+    Completed,
     Failed,
     JobResult,
     JobStatus,
@@ -411,7 +412,7 @@ class Scheduler:
         assert job.request_id is not None  # noqa: S101
         assert job._track is not None  # noqa: S101
         try:
-            state = await self._api.result(job.request_id, on_retry=job._count_retry)
+            state = await self._fetch(job, job.request_id, job._track.phase)
         except APIError as exc:
             if not isinstance(exc, _TRANSIENT):
                 self._finish(job, error=exc)
@@ -430,6 +431,25 @@ class Scheduler:
             self._finish(job, error=failure)
             return
         self._book_poll(job, self._clock())
+
+    async def _fetch(
+        self, job: Job, request_id: str, phase: str
+    ) -> Queued | Running | Succeeded | Failed | Cancelled:
+        """Poll the endpoint that tells the most for one request.
+
+        Only ``/status`` reports a queue position, so a job not yet seen
+        running is polled there; a running one is polled on ``/result``,
+        which answers with the output itself once the job is done (no extra
+        request at the end). A finish seen on ``/status`` costs one more
+        request, for the outcome.
+        """
+        if phase == "running":
+            return await self._api.result(request_id, on_retry=job._count_retry)
+        state = await self._api.status(request_id, on_retry=job._count_retry)
+        if isinstance(state, (Completed, Failed)):
+            job.polls += 1
+            return await self._api.result(request_id, on_retry=job._count_retry)
+        return state
 
     def _observe(self, job: Job, state: Queued | Running | Succeeded | Failed | Cancelled) -> None:
         terminal = isinstance(state, (Succeeded, Failed, Cancelled))

@@ -7,9 +7,10 @@ way TCP learns a path's capacity:
   second for every request that had to wait for the bucket (it doubles about
   once a second while demand exceeds it);
 * **multiplicative decrease** on a 429: the rate drops to ``decrease`` times
-  itself, once per congestion event (429s for requests sent before the last
-  decrease are the same event, not new ones), and every sender pauses for the
-  server's ``Retry-After``;
+  itself (or at once to what the server accepted over the last second, if
+  that is lower: the server's limit shows in it), once per congestion event
+  (429s for requests sent before the last decrease are the same event, not
+  new ones), and every sender pauses for the server's ``Retry-After``;
 * **additive increase** after that: ``increase`` requests/second more per
   second of rate-bound sending, so the rate creeps back up to the limit.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -31,6 +33,10 @@ import attrs
 from ._config import Limits
 
 __all__ = ["AIMDController", "Throttle", "TokenBucket"]
+
+_DELIVERY_WINDOW = 1.0
+"""Seconds of accepted requests that date the server's recent acceptance rate."""
+_DELIVERY_MIN_SAMPLES = 20
 
 
 @attrs.define
@@ -85,12 +91,20 @@ class AIMDController:
         self.rate = min(self.max_rate, self.rate + step)
         return True
 
-    def on_rate_limited(self, sent_at: float, now: float) -> bool:
-        """Shrink on a 429, once per congestion event; say if it changed."""
+    def on_rate_limited(self, sent_at: float, now: float, delivered: float | None = None) -> bool:
+        """Shrink on a 429, once per congestion event; say if it changed.
+
+        *delivered* is the rate the server accepted lately, if known: a 429
+        means that is about its limit, so the rate drops straight to it (a
+        start far above the limit then costs one event, not a dozen).
+        """
         if sent_at < self.last_decrease:
             return False  # sent before we last slowed down: the same event
         self.slow_start = False
-        self.rate = max(self.min_rate, self.rate * self.decrease)
+        target = self.rate * self.decrease
+        if delivered is not None:
+            target = min(target, delivered * self.decrease**0.5)
+        self.rate = max(self.min_rate, target)
         self.last_decrease = now
         self.decreases += 1
         return True
@@ -122,6 +136,7 @@ class Throttle:
         self._aimd = AIMDController(rate=start, min_rate=min(limits.min_rate, start), max_rate=top)
         self._bucket = TokenBucket(rate=start, burst=limits.burst)
         self._paused_until = -math.inf
+        self._accepted: deque[float] = deque()
 
     def __repr__(self) -> str:
         return f"<Throttle rate={self.rate:.1f}/s in_use={self.in_use}>"
@@ -148,13 +163,26 @@ class Throttle:
 
     def on_success(self, ticket: Ticket) -> None:
         """Feed back an exchange the server accepted (any non-429 answer)."""
+        now = self._clock()
+        self._accepted.append(now)
+        while now - self._accepted[0] > _DELIVERY_WINDOW:
+            self._accepted.popleft()
         if self._aimd.on_success(ticket.rate_bound):
-            self._bucket.set_rate(self._aimd.rate, self._clock())
+            self._bucket.set_rate(self._aimd.rate, now)
+
+    def _delivered(self, now: float) -> float | None:
+        """Return the rate the server accepted lately, if there is enough history."""
+        while self._accepted and now - self._accepted[0] > _DELIVERY_WINDOW:
+            self._accepted.popleft()
+        if len(self._accepted) < _DELIVERY_MIN_SAMPLES:
+            return None
+        span = now - self._accepted[0]
+        return len(self._accepted) / span if span >= _DELIVERY_WINDOW / 4 else None
 
     def on_rate_limited(self, ticket: Ticket, retry_after: float | None) -> None:
         """Feed back a 429: slow down, and pause everyone for ``retry_after``."""
         now = self._clock()
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + retry_after)
-        if self._aimd.on_rate_limited(ticket.sent_at, now):
+        if self._aimd.on_rate_limited(ticket.sent_at, now, self._delivered(now)):
             self._bucket.set_rate(self._aimd.rate, now)

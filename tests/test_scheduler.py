@@ -7,6 +7,7 @@ import math
 
 import anyio
 import pytest
+
 from runcomfy_async import (
     AdaptivePolling,
     Cancelled,

@@ -373,7 +373,7 @@ class AdaptivePolling:
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""
         if state.phase == "running":
-            if state.just_started and self._drain and state.previous_position_at is not None:
+            if state.just_started and self._drain and state.position_at is not None:
                 self._refine_start(state, now)
             elapsed = state.elapsed(now) / state.scale
             self.model(state.key).add_exposure(state.credited, elapsed)

@@ -1,0 +1,229 @@
+"""Polling policies: fixed intervals, the learned hazard, queue handling, jitter."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import random
+import statistics
+
+import pytest
+
+from runcomfy_async import AdaptivePolling, FixedInterval, PollState
+from runcomfy_async._polling import RunTimeModel
+
+
+def state(phase: str = "unknown", **kw) -> PollState:
+    return PollState(
+        key=kw.pop("key", "m"), scale=kw.pop("scale", 1.0), submitted_at=0.0, phase=phase, **kw
+    )
+
+
+def seeded(**kw) -> AdaptivePolling:
+    return AdaptivePolling(rand=random.Random(1).random, **kw)
+
+
+def teach(policy: AdaptivePolling, runs: list[float], key: str = "m") -> None:
+    """Feed finished jobs (watched from their start) into *policy*."""
+    for run in runs:
+        job = state("running", key=key, started_at=0.0)
+        policy.finished(job, run + 0.5, run)
+
+
+def lognormal_runs(n: int, mean: float = 60.0, cv: float = 0.3, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    s2 = math.log(1 + cv * cv)
+    return [rng.lognormvariate(math.log(mean) - s2 / 2, math.sqrt(s2)) for _ in range(n)]
+
+
+def test_fixed_interval_is_fixed_and_its_jitter_bounded():
+    """FixedInterval returns its interval; with jitter, within the share."""
+    assert 2.0 == FixedInterval(interval=2.0).next_delay(state(), 0.0)
+    jittered = FixedInterval(interval=2.0, jitter=0.1)
+    delays = [jittered.next_delay(state(), 0.0) for _ in range(200)]
+    assert 1.8 <= min(delays) < max(delays) <= 2.2
+    assert not FixedInterval(interval=1.0).finished(state(), 0.0, None)
+
+
+def test_a_new_model_polls_first_after_first_poll_then_geometrically():
+    """Knowing nothing, it polls at first_poll, then a share of the time run."""
+    policy = seeded(jitter=0.0, first_poll=2.0, growth=1.0)
+    assert 2.0 == policy.next_delay(state(), 0.0)
+    job = state("running", started_at=0.0)
+    job.see("running", None, 8.0)
+    assert 8.0 == policy.next_delay(job, 8.0)
+
+
+@pytest.mark.parametrize("phase", ["unknown", "running", "queued"])
+def test_every_delay_stays_within_floor_and_ceiling(phase):
+    """Delays never leave [floor, ceiling] (queued: [floor, queued_ceiling])."""
+    policy = seeded(floor=0.5, ceiling=20.0, queued_ceiling=100.0)
+    teach(policy, lognormal_runs(50))
+    top = 100.0 if phase == "queued" else 20.0
+    for now in (0.0, 0.1, 5.0, 40.0, 60.0, 300.0, 1e5):
+        job = state(phase, started_at=0.0 if phase == "running" else None, position=5)
+        delay = policy.next_delay(job, now)
+        assert 0.5 <= delay <= top, (phase, now, delay)
+
+
+def test_jitter_spreads_jobs_that_would_poll_in_step():
+    """Identical jobs get different delays, within the jitter share."""
+    policy = seeded(jitter=0.1, first_poll=2.0)
+    delays = [policy.next_delay(state(), 0.0) for _ in range(500)]
+    assert 1.8 <= min(delays) < max(delays) <= 2.2
+    assert len(set(delays)) > 400
+
+
+def test_a_learned_model_polls_rarely_early_and_densely_near_the_finish():
+    """Spacing is wide where finishing is unlikely and narrow where it is likely."""
+    policy = seeded(jitter=0.0, floor=0.1, ceiling=600.0, delay_cost=0.15)
+    teach(policy, lognormal_runs(300))
+    early = policy.next_delay(state("running", started_at=0.0), 5.0)
+    near = policy.next_delay(state("running", started_at=0.0), 60.0)
+    assert early > 15.0
+    assert near < 8.0
+    assert early > 3 * near
+
+
+def test_no_step_leaps_over_more_than_max_step_chance():
+    """The chance of finishing within one step stays under max_step_chance."""
+    runs = sorted(lognormal_runs(2000))
+    policy = seeded(jitter=0.0, floor=0.01, ceiling=1000.0, delay_cost=100.0, max_step_chance=0.2)
+    teach(policy, runs)
+    for start in (0.0, 20.0, 40.0, 55.0, 70.0):
+        delay = policy.next_delay(state("running", started_at=0.0), start)
+        alive = len(runs) - bisect.bisect_right(runs, start)
+        done_in_step = bisect.bisect_right(runs, start + delay) - bisect.bisect_right(runs, start)
+        assert done_in_step / alive < 0.2 + 0.05, (start, delay)
+
+
+def test_scale_stretches_the_learned_run_time():
+    """A job expected to run twice as long is polled on a stretched schedule.
+
+    Its hazard per real second halves, so the optimal spacing grows: by
+    about sqrt(2) where the hazard rule binds and by 2 where the step cap
+    does (the mid-step hazard moves the exact factor a little).
+    """
+    policy = seeded(jitter=0.0, floor=0.01, ceiling=1000.0)
+    teach(policy, lognormal_runs(300))
+    for run in (10.0, 30.0, 60.0):
+        short = policy.next_delay(state("running", started_at=0.0), run)
+        long = policy.next_delay(state("running", started_at=0.0, scale=2.0), 2 * run)
+        assert 1.2 * short <= long <= 3 * short, run
+
+
+def test_models_learn_separately_by_key():
+    """What one model taught does not change another model's schedule."""
+    policy = seeded(jitter=0.0, first_poll=2.0)
+    teach(policy, lognormal_runs(100), key="a")
+    assert 2.0 == policy.next_delay(state(key="b"), 0.0)
+
+
+def test_the_queue_drain_rate_is_learned_from_moving_positions():
+    """Positions moving 10 -> 4 in 3 s teach a drain of 2 positions/s."""
+    policy = seeded(jitter=0.0, queue_share=0.5)
+    job = state()
+    job.see("queued", 10, 1.0)
+    policy.observe(job, 1.0)
+    job.see("queued", 4, 4.0)
+    policy.observe(job, 4.0)
+    assert policy.drain_rate is not None
+    assert 0.0 < policy.drain_rate <= 2.0
+    # A share of the expected wait ((4 + 1) / drain).
+    assert pytest.approx(0.5 * 5 / policy.drain_rate) == policy.next_delay(job, 4.0)
+
+
+def test_a_job_about_to_start_is_next_polled_where_finishing_is_likely():
+    """At the queue's head, the next poll skips the start and its quiet spell."""
+    policy = seeded(jitter=0.0, floor=0.01, ceiling=1000.0)
+    teach(policy, lognormal_runs(300))
+    policy._drain = 1.0
+    job = state("queued", position=0, position_at=0.0)
+    first_step = policy.next_delay(state("running", started_at=0.0), 0.0)
+    assert pytest.approx(1.0 + first_step) == policy.next_delay(job, 0.0)
+
+
+def test_the_start_is_dated_from_the_drain_rate():
+    """A job first seen running is dated by its position and the drain."""
+    policy = seeded()
+    policy._drain = 0.5
+    job = state()
+    job.see("queued", 1, 10.0)
+    policy.observe(job, 10.0)
+    job.see("running", None, 30.0)
+    policy.observe(job, 30.0)
+    assert pytest.approx(14.0) == job.started_at  # 10 + (1 + 1) / 0.5
+
+
+def test_finishes_ask_for_a_replan_only_while_the_model_settles():
+    """The first usable model and each doubling ask to re-plan, up to 64."""
+    policy = seeded(min_events=3)
+    asks = []
+    for run in lognormal_runs(130):
+        job = state("running", started_at=0.0)
+        asks.append(policy.finished(job, run, run))
+    assert [3, 4, 8, 16, 32, 64] == [i + 1 for i, ask in enumerate(asks) if ask]
+
+
+def test_long_exposure_without_finishes_reads_as_a_low_hazard():
+    """Time at risk with no finish gives a small, positive hazard."""
+    model = RunTimeModel(min_events=3)
+    model.add_exposure(0.0, 100.0)
+    for run in (90.0, 91.0, 92.0, 93.0):
+        model.add_event(run)
+    assert 0 < model.hazard(10.0) < model.hazard(90.0)
+    assert model.cumulative(10.0) < model.cumulative(50.0) < model.cumulative(95.0)
+    assert 95.0 <= model.horizon(95.0, 0.1) < math.inf
+
+
+def simulate(policy, runs: list[float], slots: int | None) -> tuple[float, float]:
+    """Poll FIFO-queued jobs in virtual time: (polls per job, mean detection delay)."""
+    free = [0.0] * (slots or len(runs))
+    starts, finishes = [], []
+    for run in runs:
+        start = heapq.heappop(free)
+        starts.append(start)
+        finishes.append(start + run)
+        heapq.heappush(free, start + run)
+    ordered = sorted(starts)
+    states = [state() for _ in runs]
+    due = [policy.next_delay(s, 0.0) for s in states]
+    heap = [(d, i) for i, d in enumerate(due)]
+    heapq.heapify(heap)
+    polls, delays = [0] * len(runs), [0.0] * len(runs)
+    live = set(range(len(runs)))
+    while heap:
+        now, i = heapq.heappop(heap)
+        if i not in live or now != due[i]:
+            continue  # superseded by a re-plan
+        polls[i] += 1
+        if now >= finishes[i]:
+            delays[i] = now - finishes[i]
+            live.discard(i)
+            if policy.finished(states[i], now, finishes[i]):
+                # As the scheduler does: pull the others' polls earlier.
+                for j in live:
+                    sooner = now + policy.next_delay(states[j], now)
+                    if sooner < due[j]:
+                        due[j] = sooner
+                        heapq.heappush(heap, (sooner, j))
+            continue
+        if starts[i] > now:
+            states[i].see("queued", i - bisect.bisect_right(ordered, now), now)
+        else:
+            states[i].see("running", None, now)
+        policy.observe(states[i], now)
+        due[i] = now + policy.next_delay(states[i], now)
+        heapq.heappush(heap, (due[i], i))
+    return statistics.mean(polls), statistics.mean(delays)
+
+
+def test_a_queued_batch_costs_a_fraction_of_a_fixed_pollers_requests():
+    """On a queued batch, adaptive polling needs far fewer polls than a fixed
+    poller tuned to the same mean detection delay (virtual time, no waiting)."""
+    runs = lognormal_runs(200)
+    polls, delay = simulate(seeded(), runs, slots=10)
+    fixed_polls, fixed_delay = simulate(FixedInterval(interval=2 * delay), runs, slots=10)
+    assert pytest.approx(delay, rel=0.25) == fixed_delay
+    assert polls < 0.25 * fixed_polls

@@ -176,7 +176,7 @@ class RunTimeModel:
     events: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     exposure: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     finished: int = 0
-    min_events: int = 3
+    min_events: int = 2
     reach: int = 4
     _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
     _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
@@ -297,7 +297,7 @@ class AdaptivePolling:
 
     """
 
-    delay_cost: float = 0.15
+    delay_cost: float = 0.1
     max_step_chance: float = 0.25
     floor: float = 0.5
     ceiling: float = 60.0
@@ -307,7 +307,7 @@ class AdaptivePolling:
     queued_growth: float = 2.0
     queue_share: float = 0.8
     jitter: float = 0.1
-    min_events: int = 3
+    min_events: int = 2
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _drain: float | None = attrs.field(default=None, init=False)

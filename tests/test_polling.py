@@ -158,7 +158,7 @@ def test_the_start_is_dated_from_the_drain_rate():
 
 def test_finishes_ask_for_a_replan_only_while_the_model_settles():
     """The first usable model and each doubling ask to re-plan, up to 64."""
-    policy = seeded(min_events=3)
+    policy = seeded(min_events=3)  # 3 makes "first usable" distinct from a doubling
     asks = []
     for run in lognormal_runs(130):
         job = state("running", started_at=0.0)

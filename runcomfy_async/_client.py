@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
@@ -242,9 +243,15 @@ class RunComfy:
         """
         jobs = list(jobs)
         send, receive = anyio.create_memory_object_stream[Job](len(jobs))
+
+        def deliver(job: Job) -> None:
+            # After an early exit the stream is closed; the job needs no one.
+            with contextlib.suppress(anyio.ClosedResourceError):
+                send.send_nowait(job)
+
         with send, receive:
             for job in jobs:
-                job.add_done_callback(send.send_nowait)
+                job.add_done_callback(deliver)
             for _ in jobs:
                 yield await receive.receive()
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import RunComfyError
+from ._events import logger
 from ._models import (
     CancelOutcome,
     ImageToVideo,
@@ -200,4 +201,7 @@ class Job:
     def _run_callbacks(self) -> None:
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
-            callback(self)
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001, PERF203 - a callback must not break the engine
+                logger.exception("done-callback %r of %r failed", callback, self)

@@ -211,7 +211,8 @@ class Scheduler:
         now = self._clock()
         key = job.model_id or "unknown"
         job._track = PollState(key=key, scale=1.0, submitted_at=now)
-        self._book_poll(job, now)
+        # Its age is unknown: ask at once rather than guess.
+        self._book_at(job, now)
         self._notify()
 
     def _admit(self, job: Job) -> None:

@@ -463,3 +463,31 @@ async def test_job_repr_and_counts_need_no_request():
         assert f"polls={job.polls}" in text
         assert before == fake.count()
         assert "live=0" in repr(client)
+
+
+async def test_leaving_as_completed_early_disturbs_nothing():
+    """Breaking out of as_completed leaves the other jobs running normally."""
+    async with FakeRunComfy(time_scale=SCALE) as fake, open_client(fake) as client:
+        jobs = client.submit_many(request(i) for i in range(5))
+        async for _first in client.as_completed(jobs):
+            break
+        outcomes = await client.gather(jobs)
+        stats = client.stats
+    assert all(isinstance(o, JobResult) for o in outcomes)
+    assert 5 == stats.jobs["succeeded"]
+
+
+async def test_a_failing_done_callback_is_logged_not_raised(caplog):
+    """A done-callback that raises is logged; the job and the engine go on."""
+
+    def broken(_job: object) -> None:
+        raise RuntimeError("observer bug")
+
+    async with FakeRunComfy(time_scale=SCALE) as fake, open_client(fake) as client:
+        job = client.submit(request())
+        job.add_done_callback(broken)
+        result = await job
+        second = await client.submit(request(1))
+    assert result.video_url is not None
+    assert second.video_url is not None
+    assert "observer bug" in caplog.text

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 
 from ._api import API
 from ._config import (
+    DEFAULT_OUTPUT_HOST_SUFFIXES,
     Limits,
     RetryPolicy,
     Secret,
@@ -21,7 +25,8 @@ from ._config import (
     normalize_base_url,
     token_from_env,
 )
-from ._errors import AuthenticationError, ClientClosedError, RunComfyError
+from ._download import download, file_name
+from ._errors import AuthenticationError, ClientClosedError, DownloadError, RunComfyError
 from ._events import Hook, Monitor, Stats
 from ._job import Job
 from ._models import ImageToVideo, JobResult, ModelRequest
@@ -61,6 +66,8 @@ class RunComfy:
         job_timeout: A default deadline, in seconds, for every job.
         cancel_timeout: How long closing may spend cancelling queued jobs.
         hooks: Callables that receive every :data:`Event`.
+        output_hosts: Hosts (with their subdomains) that :meth:`download` may
+            fetch from; the API host is always allowed.
 
     Raises:
         AuthenticationError: No token was given or found.
@@ -79,6 +86,7 @@ class RunComfy:
         job_timeout: float | None = None,
         cancel_timeout: float = 10.0,
         hooks: Iterable[Hook] = (),
+        output_hosts: Sequence[str] = DEFAULT_OUTPUT_HOST_SUFFIXES,
     ) -> None:
         secret = Secret(token) if token else token_from_env()
         if secret is None:
@@ -87,6 +95,9 @@ class RunComfy:
                 "(RUNCOMFY_TOKEN and RUNCOMFY_API_KEY are read too)"
             )
         self._base_url = normalize_base_url(base_url) if base_url else base_url_from_env()
+        api_host = (urlsplit(self._base_url).hostname or "").lower()
+        self._output_hosts = (*(h.lower().strip(".") for h in output_hosts), api_host)
+        self._retry = retry or RetryPolicy()
         self._limits = limits or Limits()
         self._job_timeout = job_timeout
         self._monitor = Monitor(hooks=list(hooks))
@@ -97,7 +108,7 @@ class RunComfy:
             max_connections=self._limits.max_concurrent_requests,
         )
         self._throttle = Throttle(self._limits)
-        self._api = API(self._transport, self._throttle, retry or RetryPolicy(), self._monitor)
+        self._api = API(self._transport, self._throttle, self._retry, self._monitor)
         self._scheduler = Scheduler(
             self._api,
             self._monitor,
@@ -279,6 +290,46 @@ class RunComfy:
     ) -> list[JobResult | RunComfyError]:
         """Submit a batch and wait for all of it: ``gather(submit_many(...))``."""
         return await self.gather(self.submit_many(requests, timeout=timeout))
+
+    async def download(
+        self,
+        target: JobResult | str,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+    ) -> Path:
+        """Save an output file; return its path.
+
+        *target* is a result (its primary video, or its first URL) or one
+        output URL. *dest* is a file path, or an existing directory to save
+        into under the URL's file name. The download carries no token, goes
+        only to allowed hosts, is streamed, and appears under its name only
+        when complete. Output links expire: download soon after the result.
+
+        Raises:
+            DownloadError: The host is not allowed, the server refused, or
+                the retries ran out.
+
+        """
+        self._check_open()
+        if isinstance(target, JobResult):
+            url = target.video_url or (target.urls[0] if target.urls else None)
+            if url is None:
+                raise DownloadError(f"result {target.request_id} has no output URL")
+            fallback = f"{target.request_id}.mp4"
+        else:
+            url, fallback = target, "output"
+        path = Path(dest)
+        if await anyio.Path(path).is_dir():
+            path /= file_name(url, fallback)
+        return await download(
+            self._transport,
+            url,
+            path,
+            allowed=self._output_hosts,
+            retry=self._retry,
+            overwrite=overwrite,
+        )
 
     # -- reporting -----------------------------------------------------------------
 

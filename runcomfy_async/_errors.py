@@ -19,6 +19,7 @@
     │   ├── ConnectError                the request provably never left this host
     │   └── RequestTimeoutError (TimeoutError)
     ├── SubmissionUncertainError        a paid submit may or may not have created a job
+    ├── DownloadError                   an output file could not be fetched
     └── JobError                        one job ended without a result
         ├── JobFailedError              the model run failed on the server
         ├── JobCancelledError           the job was cancelled (here or remotely)
@@ -192,6 +193,10 @@ class SubmissionUncertainError(RunComfyError):
     def __init__(self, message: str, *, model_id: str, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.model_id = model_id
+
+
+class DownloadError(RunComfyError):
+    """An output file could not be fetched (host not allowed, HTTP error, retries spent)."""
 
 
 class JobError(RunComfyError):

@@ -16,10 +16,12 @@ import asyncio
 import json
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import aiohttp
+from yarl import URL
 
 from ._config import Secret, Timeouts, package_version
 from ._errors import ConnectError, ProtocolError, RequestTimeoutError, TransportError
@@ -36,6 +38,43 @@ def user_agent() -> str:
         f"({platform.python_implementation()} {sys.version_info.major}.{sys.version_info.minor}; "
         f"aiohttp/{aiohttp.__version__})"
     )
+
+
+def _masked(body: bytes, token: Secret) -> bytes:
+    # A proxy or debugging gateway may echo our headers into its body, which
+    # would carry the token into error messages and logs.
+    secret = token.reveal().encode()
+    return body.replace(secret, b"***") if secret and secret in body else body
+
+
+class PublicBody:
+    """An open answer from a public host: status, size and the streamed body."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+        return self._response.status
+
+    @property
+    def content_length(self) -> int | None:
+        """The announced size in bytes, if any."""
+        return self._response.content_length
+
+    @property
+    def location(self) -> str | None:
+        """Where a redirect points, resolved against the request URL."""
+        target = self._response.headers.get("Location")
+        return str(self._response.url.join(URL(target))) if target else None
+
+    async def chunks(self, size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Yield the body in chunks of at most *size* bytes."""
+        async for chunk in self._response.content.iter_chunked(size):
+            yield chunk
 
 
 class Transport:
@@ -98,6 +137,35 @@ class Transport:
         if session is not None:
             await session.close()
 
+    @asynccontextmanager
+    async def fetch_public(self, url: str) -> AsyncIterator[PublicBody]:
+        """GET a public URL (an output file) with no credentials at all.
+
+        The caller has checked the host against its allow-list; redirects are
+        handed back (``status`` 3xx and ``location``) so that it can check the
+        next host too. The body is streamed, never held whole.
+        """
+        session = self._session
+        if session is None:
+            raise TransportError("the transport is closed", sent=False)
+        headers = {"User-Agent": self._headers["User-Agent"]}
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
+        )
+        try:
+            async with session.get(
+                url, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
+                yield PublicBody(response)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ConnectError(f"timed out connecting for {url}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"cannot connect for {url}: {exc.os_error}") from exc
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+            raise RequestTimeoutError(f"GET {url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+
     async def request(
         self,
         method: str,
@@ -134,6 +202,7 @@ class Transport:
                 raw = await response.content.read(MAX_BODY_BYTES + 1)
                 if len(raw) > MAX_BODY_BYTES:
                     raise ProtocolError("answer is too large", status=response.status)
+                raw = _masked(raw, self._token)
                 status = response.status
                 reply_headers = {
                     k: v for k, v in response.headers.items() if k.lower() == "retry-after"

@@ -12,7 +12,7 @@ Run many paid video generations at once, safely and cheaply::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import API
 from ._client import RunComfy
@@ -127,6 +127,10 @@ __all__ = [
     "TransportError",
     "ValidationError",
 ]
+
+
+if TYPE_CHECKING:
+    __version__: str
 
 
 def __getattr__(name: str) -> Any:

@@ -214,7 +214,12 @@ class API:
                 value = parse(reply)
             except RateLimitedError as exc:
                 self._monitor.rate_limited += 1
-                self._throttle.on_rate_limited(ticket, exc.retry_after)
+                # The pause applies to every sender: cap it like the retry's
+                # own wait, or one hostile hint would stall the whole client.
+                hint = exc.retry_after
+                if hint is not None:
+                    hint = min(hint, self._retry.max_retry_after)
+                self._throttle.on_rate_limited(ticket, hint)
                 raise
             self._throttle.on_success(ticket)
             return value

@@ -340,5 +340,5 @@ class RunComfy:
 
     @property
     def running_on(self) -> list[Job]:
-        """After closing: jobs that were still running and could not be cancelled."""
+        """Jobs still running when the client closed, which could not be cancelled."""
         return list(self._running_on)

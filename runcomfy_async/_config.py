@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Final
@@ -91,7 +92,14 @@ def normalize_base_url(url: str) -> str:
 def is_loopback_host(host: str) -> bool:
     """Say whether *host* names this machine (127.0.0.0/8, ::1 or localhost)."""
     host = host.strip("[]").lower()
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    if host == "localhost":
+        return True
+    # Parse, never match a prefix: "127.evil.example" is a DNS name that can
+    # point anywhere, and plain http to it would send the token in clear.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @attrs.frozen(kw_only=True)

@@ -74,10 +74,10 @@ class JobFinished:
     job: Job
 
 
-Event: TypeAlias = "JobSubmitted | JobStatusChanged | RequestRetried | JobFinished"
+Event: TypeAlias = JobSubmitted | JobStatusChanged | RequestRetried | JobFinished
 """Every event a hook can receive."""
 
-Hook: TypeAlias = "Callable[[Event], object]"
+Hook: TypeAlias = Callable[[Event], object]
 """A callable that observes events."""
 
 

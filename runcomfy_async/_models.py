@@ -99,8 +99,9 @@ def _check_seed(_: object, __: attrs.Attribute[int], value: int) -> None:
         raise ValidationError("seed", "range", f"is {value}; use -1 (random) or 0 to {SEED_MAX}")
 
 
-def _check_frames(_: object, __: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or value not in FRAME_CHOICES:
+def _check_frames(_: object, __: attrs.Attribute[int], value: object) -> None:
+    # 121.0 == 121, but the server's schema wants a JSON integer.
+    if isinstance(value, bool) or not isinstance(value, int) or value not in FRAME_CHOICES:
         raise ValidationError(
             "frames", "one_of", f"is {value!r}; use 121 (about 5 s) or 241 (about 10 s)"
         )
@@ -158,7 +159,8 @@ class ImageToVideo:
 
 
 def _check_model_id(_: object, __: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str) or not _MODEL_ID.match(value) or ".." in value:
+    # fullmatch: "$" alone would let a trailing newline through.
+    if not isinstance(value, str) or not _MODEL_ID.fullmatch(value) or ".." in value:
         raise ValidationError(
             "model_id", "format", f"{value!r} is not a model id like 'owner/model/variant'"
         )
@@ -189,7 +191,7 @@ class ModelRequest:
     run_time_scale: float = attrs.field(default=1.0, kw_only=True)
 
 
-Request: TypeAlias = "ImageToVideo | ModelRequest"
+Request: TypeAlias = ImageToVideo | ModelRequest
 """Anything :meth:`RunComfy.submit` accepts."""
 
 
@@ -259,7 +261,7 @@ class JobResult:
 
     @property
     def video_url(self) -> str | None:
-        """The primary video URL: the first of :attr:`video_urls`."""
+        """The primary video URL, the first of :attr:`video_urls`."""
         return self.video_urls[0] if self.video_urls else None
 
     @property
@@ -291,7 +293,7 @@ class Cancelled:
     """Cancelled before it ran."""
 
 
-JobStatus: TypeAlias = "Pending | Queued | Running | Completed | Succeeded | Failed | Cancelled"
+JobStatus: TypeAlias = Pending | Queued | Running | Completed | Succeeded | Failed | Cancelled
 """Every state a job can be seen in."""
 
 TERMINAL_STATES: Final = (Completed, Succeeded, Failed, Cancelled)

@@ -63,6 +63,12 @@ class TokenBucket:
         self.tokens -= 1.0
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def empty(self, now: float, until: float) -> None:
+        """Spend what was saved up and earn nothing before *until* (a pause)."""
+        self.reserve(now)
+        self.tokens = min(self.tokens + 1.0, 0.0)
+        self.updated = max(self.updated, until)
+
     def set_rate(self, rate: float, now: float) -> None:
         """Change the rate, settling what was earned at the old rate first."""
         self.reserve(now)
@@ -156,7 +162,10 @@ class Throttle:
         """Wait for a free connection slot and a send time; hold the slot."""
         async with self._slots:
             now = self._clock()
-            wait = max(self._bucket.reserve(now), self._paused_until - now)
+            # During a pause, book from its end: senders then leave it one
+            # token apart instead of all at once.
+            start = max(now, self._paused_until)
+            wait = start - now + self._bucket.reserve(start)
             if wait > 0:
                 await anyio.sleep(wait)
             yield Ticket(self._clock(), rate_bound=wait > 0)
@@ -184,5 +193,6 @@ class Throttle:
         now = self._clock()
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + retry_after)
+            self._bucket.empty(now, self._paused_until)  # no burst when the pause ends
         if self._aimd.on_rate_limited(ticket.sent_at, now, self._delivered(now)):
             self._bucket.set_rate(self._aimd.rate, now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -182,7 +182,8 @@ def error_from(reply: Reply, *, request_id: str | None = None) -> APIError | Non
         cls = _BY_CODE[code]
     elif reply.status in _BY_STATUS:
         cls = _BY_STATUS[reply.status]
-    elif reply.status >= 500 or (has_code and code is not None and code >= 500000):
+    elif reply.status >= 500 or (reply.status < 400 and code is not None and code >= 500000):
+        # A 4xx status says the request was refused, whatever its code says.
         cls = ServerError
     else:
         cls = APIError
@@ -307,11 +308,12 @@ def parse_result(
     reply: Reply, request_id: str
 ) -> Queued | Running | Succeeded | Failed | Cancelled:
     """Read ``/result``: a finished job's outcome, or an unfinished job's state."""
-    if reply.status == 400:
+    if reply.status == 400 or 200 <= reply.status < 300:
         data = _decode(reply.body)
         if isinstance(data, dict) and _code(data.get("error_code")) == RESULT_NOT_READY:
-            # Drift: "not ready yet" as an error. The job exists and is not
-            # finished; whether it is queued or running is not said.
+            # Drift: "not ready yet" as an error (a 400, or a 200 with the
+            # code). The job exists and is not finished; whether it is queued
+            # or running is not said.
             return Running()
     _raise_for(reply, request_id)
     data = _object(reply, "result", request_id)
@@ -337,6 +339,14 @@ def parse_cancel(reply: Reply, request_id: str) -> CancelOutcome:
     status_word = status.strip().lower() if isinstance(status, str) else ""
     outcome = data.get("outcome")
     outcome_word = outcome.strip().lower() if isinstance(outcome, str) else None
+    if not status_word and not outcome_word:
+        # Neither word: this is no cancel answer (a broken body), and reading
+        # it as "not cancelled" would misreport a cancel that took effect.
+        raise ProtocolError(
+            f"cancel answer has no status or outcome: {_snippet(reply.body)!r}",
+            status=reply.status,
+            request_id=request_id,
+        )
     cancelled = outcome_word in _CANCELLED or status_word in _CANCELLED
     return CancelOutcome(
         request_id=str(data.get("request_id") or request_id),
@@ -353,9 +363,12 @@ def _timestamp(value: Any) -> datetime | None:
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    # A timestamp without an offset is taken as UTC, so that two of them can
+    # always be subtracted (run_seconds) even if only one has an offset.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _urls(value: Any) -> Iterator[str]:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import aiohttp
 import attrs
 import pytest
+
 import runcomfy_async.testing
 from runcomfy_async._images import inspect_image
 from runcomfy_async.testing import (

@@ -9,6 +9,7 @@ import struct
 import zlib
 
 import pytest
+
 from runcomfy_async._errors import ValidationError
 from runcomfy_async._images import (
     ALLOWED_MIME_TYPES,

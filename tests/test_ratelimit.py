@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -158,3 +160,21 @@ async def test_client_finds_and_holds_a_hidden_rate_limit():
     # run's rejections, so the steady-state share is the benchmark's to report.
     assert 0.3 * limit < stats.rate < 1.5 * limit
     assert stats.rate_limited / stats.total_requests < 0.25
+
+
+async def test_senders_leave_a_pause_one_token_apart():
+    """After a Retry-After pause, waiting senders are paced, not released at once."""
+    throttle = Throttle(Limits(initial_rate=100.0, burst=50.0, max_concurrent_requests=10))
+    throttle.on_rate_limited(Ticket(0.0, rate_bound=False), retry_after=0.02)
+    rate = throttle.rate
+    sent: list[float] = []
+
+    async def send() -> None:
+        async with throttle.slot():
+            sent.append(anyio.current_time())
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(send)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert all(gap >= 0.8 / rate for gap in gaps), (gaps, rate)

@@ -1,0 +1,264 @@
+"""The token stays in one header to one host: never in a repr, a log, a pickle."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import pickle
+import traceback
+
+import pytest
+from aiohttp import web
+from conftest import fast_retry_policy
+
+from runcomfy_async import (
+    ConnectError,
+    FixedInterval,
+    ImageToVideo,
+    InputRejectedError,
+    Limits,
+    ModelRequest,
+    NotFoundError,
+    ProtocolError,
+    RunComfy,
+    RunComfyError,
+    SubmissionUncertainError,
+    Succeeded,
+)
+from runcomfy_async._config import Secret
+from runcomfy_async.testing import FakeRunComfy, Fixed, ManualClock
+
+TOKEN = "rc-SECRET-7f3a9c2e1b5d"
+OTHER_TOKEN = "rc-REVOKED-0d9e8f7a6b"
+GENERIC = "acme/generic/text-to-video"
+SEED = "bytedance/dreamina-3-0/pro/image-to-video"
+API_KINDS = frozenset({"submit", "status", "result", "cancel"})
+
+
+@contextlib.asynccontextmanager
+async def opened(base_url, token=TOKEN, **options):
+    settings = {
+        "retry": fast_retry_policy(),
+        "limits": Limits(initial_rate=1000.0, burst=100.0),
+        "polling": FixedInterval(interval=0.002),
+        **options,
+    }
+    async with RunComfy(token, base_url=base_url, **settings) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def serving(handler):
+    """A one-handler aiohttp server on loopback; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def texts(value):
+    """Every way an object shows itself: repr, str, and a formatted traceback."""
+    shown = [repr(value), str(value)]
+    if isinstance(value, BaseException):
+        shown.append("".join(traceback.format_exception(value)))
+    return shown
+
+
+def pickled(value):
+    """What pickling writes, even if it fails halfway."""
+    buffer = io.BytesIO()
+    with contextlib.suppress(Exception):
+        pickle.Pickler(buffer).dump(value)
+    return buffer.getvalue()
+
+
+async def collect_everything(base_url, image_url):
+    """Run jobs and provoke errors; return every object a user could print."""
+    seen = []
+    async with opened(base_url) as client:
+        seen += [client, client._transport, client.api, client._transport._token]
+        jobs = client.submit_many(
+            [
+                ModelRequest(GENERIC, {"prompt": "a cat"}),
+                ImageToVideo(prompt="a dog", image_url=image_url),
+            ]
+        )
+        outcomes = await client.gather(jobs)
+        seen += [*jobs, *outcomes, client.stats]
+        for outcome in outcomes:
+            if not isinstance(outcome, RunComfyError):
+                seen += [outcome.output, outcome.video_url]
+        submission = await client.api.submit(ModelRequest(GENERIC, {"prompt": "x"}))
+        seen += [submission, await client.api.status(submission.request_id)]
+        seen.append(await client.api.cancel(submission.request_id))
+        with pytest.raises(NotFoundError) as not_found:
+            await client.api.status("no-such-job")
+        with pytest.raises(InputRejectedError) as rejected:
+            await client.api.submit(ModelRequest(SEED, {}))
+        seen += [not_found.value, rejected.value]
+    return seen
+
+
+# -- reprs, messages, tracebacks, pickles ------------------------------------------------
+
+
+async def test_token_in_no_repr_message_or_pickle(caplog):
+    """Nothing a user can print, log or pickle shows the token, faults and errors included."""
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    async with FakeRunComfy(token=TOKEN, time_scale=0.001, run_time=Fixed(1.0)) as fake:
+        image = f"{fake.base_url}/_emulator/images/640x480.png"
+        fake.inject("submit", "rate_limited")
+        fake.inject("result", "server_error", times=2)
+        fake.inject("status", "html_error")
+        fake.inject("cancel", "drop_before")
+        seen += await collect_everything(fake.base_url, image)
+
+        # An unknown token: 401, on every call kind.
+        async with opened(fake.base_url, token=OTHER_TOKEN) as intruder:
+            seen += [intruder, intruder._transport, intruder.api]
+            for call in (intruder.api.submit(ModelRequest(GENERIC, {})), intruder.api.status("r")):
+                with pytest.raises(RunComfyError) as denied:
+                    await call
+                seen.append(denied.value)
+            job = intruder.submit(ModelRequest(GENERIC, {}))
+            seen += [job, (await intruder.gather([job]))[0]]
+
+        # A paid submit that drops: uncertain.
+        async with opened(fake.base_url) as client:
+            fake.inject("submit", "drop_after")
+            with pytest.raises(SubmissionUncertainError) as uncertain:
+                await client.api.submit(ModelRequest(GENERIC, {}))
+            seen += [uncertain.value, uncertain.value.__cause__]
+
+    # A refused connection.
+    async with opened(fake.base_url) as client:
+        with pytest.raises(ConnectError) as refused:
+            await client.api.status("r")
+        seen += [refused.value, client]
+
+    assert len(seen) >= 20
+    for value in seen:
+        for shown in texts(value):
+            assert TOKEN not in shown, shown
+            assert OTHER_TOKEN not in shown, shown
+        if not isinstance(value, Secret):
+            assert TOKEN.encode() not in pickled(value)
+            assert OTHER_TOKEN.encode() not in pickled(value)
+
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    assert any(r.name == "runcomfy_async" for r in caplog.records)
+    for record in caplog.records:
+        line = formatter.format(record)
+        assert TOKEN not in line, line
+        assert OTHER_TOKEN not in line, line
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        pytest.param(lambda c: c._transport._token, id="secret"),
+        pytest.param(lambda c: c._transport, id="transport"),
+        pytest.param(lambda c: c._api, id="api"),
+        pytest.param(lambda c: c, id="client"),
+    ],
+)
+def test_token_holders_refuse_pickling(holder):
+    """Whatever holds the token cannot be pickled, so it never reaches a disk."""
+    client = RunComfy(TOKEN, base_url="http://127.0.0.1:9")
+
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        pickle.dumps(holder(client))
+    assert TOKEN.encode() not in pickled(holder(client))
+
+
+async def test_logged_bearer_is_masked(caplog):
+    """Even a message that did contain a bearer token is masked by the library's logger."""
+    caplog.set_level(logging.DEBUG, logger="runcomfy_async")
+
+    logging.getLogger("runcomfy_async").debug("sent Authorization: Bearer %s", TOKEN)
+
+    assert ["sent Authorization: Bearer ***"] == [r.getMessage() for r in caplog.records]
+
+
+async def test_echoed_token_is_not_kept_in_errors():
+    """A server that echoes the request headers into an error body leaks nothing."""
+
+    async def echo(request):
+        body = f"<html>bad request; you sent {dict(request.headers)!r}</html>"
+        return web.Response(status=400, text=body, content_type="text/html")
+
+    async with serving(echo) as base_url, opened(base_url) as client:
+        with pytest.raises(RunComfyError) as info:
+            await client.api.status("r")
+
+    for shown in texts(info.value):
+        assert TOKEN not in shown
+    assert "you sent" in info.value.message
+
+
+# -- which requests carry the token --------------------------------------------------------
+
+
+async def test_token_only_goes_to_the_api():
+    """Every API request carries exactly the bearer token; nothing else carries any."""
+    clock = ManualClock()
+    async with FakeRunComfy(token=TOKEN, clock=clock, run_time=Fixed(1.0)) as fake:
+        image = f"{fake.base_url}/_emulator/images/640x480.png"
+        async with opened(fake.base_url) as client:
+            rids = [
+                (await client.api.submit(request)).request_id
+                for request in (
+                    ImageToVideo(prompt="a cat", image_url=image),
+                    ModelRequest(GENERIC, {"prompt": "a dog"}),
+                )
+            ]
+            clock.advance(2.0)
+            states = [await client.api.result(rid) for rid in rids]
+            await client.api.status(rids[0])
+            await client.api.cancel(rids[1])
+        recorded = fake.requests
+
+    assert all(isinstance(state, Succeeded) for state in states), states
+    api = [r for r in recorded if r.kind in API_KINDS]
+    other = [r for r in recorded if r.kind not in API_KINDS]
+    assert API_KINDS == {r.kind for r in api}
+    assert "image" in {r.kind for r in other}
+    assert {f"Bearer {TOKEN}"} == {r.headers.get("authorization") for r in api}
+    assert [] == [r for r in other if "authorization" in r.headers]
+    assert [] == [r for r in recorded if TOKEN in repr(r.query) or TOKEN in r.path]
+
+
+# -- redirects -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+async def test_redirects_are_not_followed(code):
+    """A redirect is a ProtocolError; the redirect target never hears from the client."""
+    elsewhere = []
+
+    async def target(request):
+        elsewhere.append((request.path, request.headers.get("Authorization")))
+        return web.json_response({"request_id": "r", "status": "in_progress"})
+
+    async with serving(target) as target_url:
+
+        async def redirector(request):
+            return web.Response(status=code, headers={"Location": f"{target_url}{request.path_qs}"})
+
+        async with serving(redirector) as base_url, opened(base_url) as client:
+            with pytest.raises(ProtocolError) as status_error:
+                await client.api.status("r")
+            with pytest.raises(SubmissionUncertainError) as submit_error:
+                await client.api.submit(ModelRequest(GENERIC, {}))
+
+    assert [] == elsewhere
+    assert code == status_error.value.status
+    assert isinstance(submit_error.value.__cause__, ProtocolError)

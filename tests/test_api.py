@@ -693,22 +693,15 @@ async def test_submit_rate_limited_exhausted(fake, client):
 
 async def test_submit_503_is_retried(clock):
     """A 503 means not accepted: the submit is re-sent, and one job exists."""
-    fake = FakeRunComfy(clock=clock, run_time=Fixed(RUN))
-    unavailable = []
-
-    @web.middleware
-    async def unavailable_once(request, handler):
-        if request.path.startswith("/v1/models/") and not unavailable:
-            unavailable.append(request.path)
-            return web.json_response({"error_code": None, "error_message": "busy"}, status=503)
-        return await handler(request)
-
-    fake.app.middlewares.append(unavailable_once)
-    async with fake, opened(fake.base_url) as client:
+    async with (
+        FakeRunComfy(clock=clock, run_time=Fixed(RUN)) as fake,
+        opened(fake.base_url) as client,
+    ):
+        fake.inject("submit", "unavailable")
         rid = await new_job(client)
 
         assert [rid] == list(fake.jobs)
-        assert (1, 1) == (len(unavailable), fake.count("submit"))
+        assert 2 == fake.count("submit")
         assert 1 == client.stats.retries
 
 

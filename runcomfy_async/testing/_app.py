@@ -314,7 +314,8 @@ class FakeRunComfy:
         """Script a fault for the next ``times`` API requests of ``kind``.
 
         ``kind`` is ``submit``, ``status``, ``result``, ``cancel`` or ``any``.
-        ``fault`` is one of ``server_error`` (500), ``html_error`` (502 HTML),
+        ``fault`` is one of ``server_error`` (500), ``unavailable`` (503,
+        nothing done), ``html_error`` (502 HTML),
         ``drop_before`` (connection closed, nothing done), ``drop_after`` (done,
         then closed), ``slow`` (``slow_seconds`` late), ``rate_limited`` (429
         with ``Retry-After``), ``rate_limited_no_retry_after``, ``malformed``
@@ -490,6 +491,8 @@ class FakeRunComfy:
             response = self._drop(request)
         elif fault == "server_error":
             response = self._error(500, _ERR_SERVER, "internal server error")
+        elif fault == "unavailable":
+            response = self._error(503, _ERR_SERVER, "service unavailable, try again")
         elif fault == "html_error":
             response = web.Response(status=502, text=_HTML_502, content_type="text/html")
         elif fault in {"rate_limited", "rate_limited_no_retry_after"}:

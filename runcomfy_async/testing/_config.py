@@ -22,6 +22,7 @@ the real service, and a generic model that accepts any JSON object."""
 
 FaultName: TypeAlias = Literal[
     "server_error",
+    "unavailable",
     "html_error",
     "drop_before",
     "drop_after",
@@ -137,6 +138,8 @@ class Faults:
     Probabilistic faults (shares 0..1 of API requests, seeded, at most one per
     request; their sum must be <= 1):
         server_error_rate: 500 with a JSON body, error_code 500001.
+        unavailable_rate: 503 with a JSON body, before processing (the one
+            5xx the contract says was not accepted).
         html_error_rate: 502 with an HTML body (``text/html``).
         drop_before_rate: The connection closes before anything happened.
         drop_after_rate: The request is processed (a submit creates a job),
@@ -163,6 +166,7 @@ class Faults:
     errors_as_200: bool = False
     status_completed_for_success: bool = True
     server_error_rate: float = attrs.field(default=0.0, validator=_share)
+    unavailable_rate: float = attrs.field(default=0.0, validator=_share)
     html_error_rate: float = attrs.field(default=0.0, validator=_share)
     drop_before_rate: float = attrs.field(default=0.0, validator=_share)
     drop_after_rate: float = attrs.field(default=0.0, validator=_share)
@@ -185,6 +189,7 @@ class Faults:
         """Return the probabilistic faults and their shares, in a fixed order."""
         return (
             ("server_error", self.server_error_rate),
+            ("unavailable", self.unavailable_rate),
             ("html_error", self.html_error_rate),
             ("drop_before", self.drop_before_rate),
             ("drop_after", self.drop_after_rate),

@@ -312,7 +312,7 @@ class AdaptivePolling:
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _drain: float | None = attrs.field(default=None, init=False)
 
-    def model(self, key: str) -> RunTimeModel:
+    def _model(self, key: str) -> RunTimeModel:
         """Return the learned run-time model of *key*."""
         model = self._models.get(key)
         if model is None:
@@ -349,7 +349,7 @@ class AdaptivePolling:
         return self.queue_share * wait
 
     def _running_delay(self, state: PollState, elapsed: float) -> float:
-        model = self.model(state.key)
+        model = self._model(state.key)
         if not model.ready:
             return self.growth * max(elapsed, self.first_poll)
         scale = state.scale
@@ -376,7 +376,7 @@ class AdaptivePolling:
             if state.just_started and self._drain and state.position_at is not None:
                 self._refine_start(state, now)
             elapsed = state.elapsed(now) / state.scale
-            self.model(state.key).add_exposure(state.credited, elapsed)
+            self._model(state.key).add_exposure(state.credited, elapsed)
             state.credited = max(state.credited, elapsed)
         elif (
             state.phase == "queued"
@@ -411,7 +411,7 @@ class AdaptivePolling:
 
     def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
         """Learn a finished job's run time; say if other jobs should re-plan."""
-        model = self.model(state.key)
+        model = self._model(state.key)
         was_ready = model.ready
         end = self._run_time(state, now, run_seconds)
         model.add_exposure(state.credited, end)

@@ -15,6 +15,7 @@ lost answer is a billed job nobody knows of.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -68,6 +69,7 @@ class _Work(Enum):
 
 
 _ACCOUNT_ERRORS = (AuthenticationError, InsufficientBalanceError)
+_FINISHED_WORDS = frozenset({"completed", "succeeded", "failed"})
 _TRANSIENT = (ServerError, TransportError, ProtocolError, RateLimitedError)
 
 
@@ -192,8 +194,15 @@ class Scheduler:
 
     async def _cancel_on_close(self, job: Job) -> None:
         outcome = await self._remote_cancel(job)
-        if outcome is not None and outcome.cancelled:
+        if outcome is None:
+            return
+        if outcome.cancelled:
             self._finish(job, error=JobCancelledError("cancelled remotely when the client closed"))
+        elif outcome.status in _FINISHED_WORDS and job.request_id is not None:
+            # It finished before the cancel arrived: fetch its outcome rather
+            # than report a done (and billed) job as still running.
+            with contextlib.suppress(RunComfyError):
+                self._observe(job, await self._api.result(job.request_id))
 
     # -- intake ------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from runcomfy_async import (
     SubmissionUncertainError,
     Succeeded,
 )
-from runcomfy_async.testing import FakeRunComfy, Faults, Fixed, JobPlan
+from runcomfy_async.testing import FakeRunComfy, Faults, Fixed, JobPlan, ManualClock
 
 SCALE = 0.001  # one nominal second of the emulator is a millisecond
 IMAGE = "https://example.com/first-frame.png"
@@ -491,3 +491,16 @@ async def test_a_failing_done_callback_is_logged_not_raised(caplog):
     assert result.video_url is not None
     assert second.video_url is not None
     assert "observer bug" in caplog.text
+
+
+async def test_closing_collects_a_job_that_finished_unseen():
+    """A job done on the server but not yet polled gets its result at close."""
+    clock = ManualClock()
+    async with FakeRunComfy(clock=clock, run_time=Fixed(5.0)) as fake:
+        client = open_client(fake, polling=FixedInterval(interval=30.0))
+        async with client:
+            job = client.submit(request())
+            await wait_until(client, lambda: job.request_id is not None)
+            clock.advance(10.0)  # it finishes on the server; no poll is due for 30 s
+    assert isinstance(job.result(), JobResult)
+    assert [] == client.running_on

@@ -38,6 +38,7 @@ from ._config import (
     token_from_env,
 )
 from ._errors import (
+    DownloadError,
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
@@ -68,6 +69,7 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 DEMO_JOBS: Final = 8
+DOWNLOADS_AT_ONCE: Final = 4
 DEMO_PROMPTS: Final = (
     "a paper boat drifts down a rain-soaked street, slow dolly shot",
     "the camera pushes in as morning light fills a quiet kitchen",
@@ -241,8 +243,8 @@ def _outcome(job: Job) -> str:
     return "error"
 
 
-def _record(index: int, job: Job) -> dict[str, Any]:
-    """Return the JSON line of one finished job."""
+def _record(index: int, job: Job, saved: Path | str | None = None) -> dict[str, Any]:
+    """Return the JSON line of one finished job (*saved*: its file, or why not)."""
     error = job.exception()
     result = job.result() if error is None else None
     return {
@@ -253,6 +255,8 @@ def _record(index: int, job: Job) -> dict[str, Any]:
         "urls": list(result.urls) if result else [],
         "cost": result.cost if result else None,
         "error": f"{type(error).__name__}: {error}" if error is not None else None,
+        "file": str(saved) if isinstance(saved, Path) else None,
+        "download_error": saved if isinstance(saved, str) else None,
     }
 
 
@@ -284,17 +288,19 @@ class _Results:
     written: set[int] = attrs.field(factory=set)
     cost: float = 0.0
 
-    def write(self, job: Job) -> None:
+    def write(self, job: Job, saved: Path | str | None = None) -> None:
         index = self.index[job]
         if index in self.written or not job.done():
             return
         self.written.add(index)
-        record = _record(index, job)
+        record = _record(index, job, saved)
         self.cost += record["cost"] or 0.0
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
         detail = record["video_url"] if record["error"] is None else record["error"]
         _line(f"finished  #{index}  {record['status']}  {job.request_id or '-'}  {detail}")
+        if record["file"] or record["download_error"]:
+            _line(f"saved     #{index}  {record['file'] or record['download_error']}")
 
 
 # -- run ------------------------------------------------------------------------
@@ -309,6 +315,7 @@ class _RunPlan:
     limits: Limits
     timeout: float | None
     output: Path | None
+    download: Path | None
     progress_interval: float
 
 
@@ -390,8 +397,34 @@ def _plan_run(args: argparse.Namespace) -> _RunPlan:
         limits=limits,
         timeout=args.timeout,
         output=Path(args.output) if args.output else None,
+        download=_download_dir(args.download),
         progress_interval=args.progress_interval,
     )
+
+
+def _download_dir(text: str | None) -> Path | None:
+    if text is None:
+        return None
+    folder = Path(text)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _InputError(f"--download: cannot use {folder}: {exc.strerror}") from exc
+    return folder
+
+
+async def _save(
+    client: RunComfy, job: Job, folder: Path, results: _Results, limiter: anyio.CapacityLimiter
+) -> None:
+    """Download a succeeded job's video into *folder*, then write its line."""
+    saved: Path | str | None = None
+    if job.exception() is None:
+        async with limiter:
+            try:
+                saved = await client.download(job.result(), folder)
+            except DownloadError as exc:
+                saved = str(exc)
+    results.write(job, saved)
 
 
 def _report_errors(errors: Sequence[str]) -> None:
@@ -491,8 +524,18 @@ async def _submit_and_collect(
                     async with anyio.create_task_group() as group:
                         group.start_soon(_watch_signals, scope, interrupted)
                         group.start_soon(_report_progress, client, jobs, plan.progress_interval)
-                        for _ in jobs:
-                            results.write(await receive.receive())
+                        limiter = anyio.CapacityLimiter(DOWNLOADS_AT_ONCE)
+                        async with anyio.create_task_group() as saving:
+                            for _ in jobs:
+                                job = await receive.receive()
+                                if plan.download is None:
+                                    results.write(job)
+                                else:
+                                    # Output links expire: fetch each one as
+                                    # soon as its job is done.
+                                    saving.start_soon(
+                                        _save, client, job, plan.download, results, limiter
+                                    )
                         group.cancel_scope.cancel()
                 # Leaving the client now cancels queued jobs remotely and
                 # reports those that run on.
@@ -698,6 +741,12 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP requests at once (default %(default)s)",
     )
     add("--timeout", type=float, metavar="SECONDS", help="deadline for the whole batch")
+    add(
+        "--download",
+        metavar="DIR",
+        help="save each video into DIR as soon as its job succeeds (streamed; only from "
+        "RunComfy's hosts; the token is never sent there)",
+    )
     add("--output", metavar="FILE.jsonl", help="write the results here instead of stdout")
     add("--emulator", action="store_true", help="use the built-in emulator even with a token")
     add("--base-url", metavar="URL", help="API host (default: $RUNCOMFY_MODEL_API_BASE_URL)")

@@ -16,7 +16,17 @@ from runcomfy_async._cli import main
 from runcomfy_async.testing import FakeRunComfy, ManualClock, sample_image_data_uri, sample_png
 
 TOKEN_VARS = ("RUNCOMFY_API_TOKEN", "RUNCOMFY_TOKEN", "RUNCOMFY_API_KEY")
-KEYS = {"index", "request_id", "status", "video_url", "urls", "cost", "error"}
+KEYS = {
+    "index",
+    "request_id",
+    "status",
+    "video_url",
+    "urls",
+    "cost",
+    "error",
+    "file",
+    "download_error",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +112,23 @@ def test_batch_with_local_png_and_output_file(tmp_path, capsys):
     assert all(r["status"] == "succeeded" and r["error"] is None for r in results)
     assert all(r["cost"] is not None and r["urls"] == [r["video_url"]] for r in results)
     assert "3 succeeded" in err
+
+
+def test_download_saves_each_video_as_it_finishes(tmp_path, capsys):
+    """--download DIR streams each succeeded job's video into DIR."""
+    folder = tmp_path / "videos"
+    code = main(
+        ["run", "--emulator", "--count", "3", "--prompt", "a cat", "--download", str(folder)]
+    )
+    out, err = capsys.readouterr()
+    results = lines(out)
+    assert 0 == code
+    files = sorted(folder.iterdir())
+    assert 3 == len(files)
+    assert sorted(str(f) for f in files) == sorted(r["file"] for r in results)
+    assert all(f.read_bytes()[4:8] == b"ftyp" for f in files)
+    assert all(r["download_error"] is None for r in results)
+    assert 3 == err.count("saved     #")
 
 
 @pytest.mark.parametrize(

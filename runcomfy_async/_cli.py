@@ -39,9 +39,6 @@ from ._config import (
 )
 from ._errors import (
     DownloadError,
-    JobCancelledError,
-    JobFailedError,
-    JobTimeoutError,
     RunComfyError,
     ValidationError,
 )
@@ -230,19 +227,6 @@ def _line(message: str) -> None:
     sys.stderr.flush()
 
 
-def _outcome(job: Job) -> str:
-    error = job.exception()
-    if error is None:
-        return "succeeded"
-    if isinstance(error, JobTimeoutError):
-        return "timed_out"
-    if isinstance(error, JobCancelledError):
-        return "cancelled"
-    if isinstance(error, JobFailedError):
-        return "failed"
-    return "error"
-
-
 def _record(index: int, job: Job, saved: Path | str | None = None) -> dict[str, Any]:
     """Return the JSON line of one finished job (*saved*: its file, or why not)."""
     error = job.exception()
@@ -250,7 +234,7 @@ def _record(index: int, job: Job, saved: Path | str | None = None) -> dict[str, 
     return {
         "index": index,
         "request_id": job.request_id,
-        "status": _outcome(job),
+        "status": job.outcome,
         "video_url": result.video_url if result else None,
         "urls": list(result.urls) if result else [],
         "cost": result.cost if result else None,
@@ -548,7 +532,7 @@ async def _submit_and_collect(
                     f"still running on the server (billed): {job.request_id}; "
                     f"follow it with: {PROG} result {job.request_id}"
                 )
-    outcomes = Counter(_outcome(job) for job in jobs if job.done())
+    outcomes = Counter(job.outcome for job in jobs if job.done())
     stats = client.stats
     per_job = stats.total_requests / len(jobs) if jobs else 0.0
     tally = ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items())) or "no jobs"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import RunComfyError
+from ._errors import JobCancelledError, JobFailedError, JobTimeoutError, RunComfyError
 from ._events import logger
 from ._models import (
     CancelOutcome,
@@ -21,6 +21,19 @@ from ._models import (
 if TYPE_CHECKING:
     from ._polling import PollState
     from ._scheduler import Scheduler
+
+
+def outcome_name(error: BaseException | None) -> str:
+    """Name a job's ending by its error (None: it succeeded)."""
+    if error is None:
+        return "succeeded"
+    if isinstance(error, JobTimeoutError):
+        return "timed_out"
+    if isinstance(error, JobCancelledError):
+        return "cancelled"
+    if isinstance(error, JobFailedError):
+        return "failed"
+    return "error"
 
 
 class Job:
@@ -115,6 +128,18 @@ class Job:
     def deadline(self) -> float | None:
         """When the job times out, on :func:`anyio.current_time`'s clock."""
         return self._deadline
+
+    @property
+    def outcome(self) -> str | None:
+        """How the job ended, in one word; None while it runs.
+
+        ``succeeded``, ``failed`` (the model run failed), ``cancelled``,
+        ``timed_out``, or ``error`` (any other error, such as an uncertain
+        submit or a rejected input).
+        """
+        if not self.done():
+            return None
+        return outcome_name(self._future.exception)
 
     def result(self) -> JobResult:
         """Return the result now, or raise the job's error.

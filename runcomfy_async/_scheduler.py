@@ -44,7 +44,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import JobFinished, JobStatusChanged, JobSubmitted, Monitor, logger
-from ._job import Job
+from ._job import Job, outcome_name
 from ._models import (
     Cancelled,
     CancelOutcome,
@@ -565,16 +565,6 @@ class Scheduler:
             self._monitor.jobs["succeeded"] += 1
         else:
             job._set_error(error)
-            self._monitor.jobs[_outcome_name(error)] += 1
+            self._monitor.jobs[outcome_name(error)] += 1
         self._monitor.emit(JobFinished(job))
         self._notify()
-
-
-def _outcome_name(error: RunComfyError) -> str:
-    if isinstance(error, JobTimeoutError):
-        return "timed_out"
-    if isinstance(error, JobCancelledError):
-        return "cancelled"
-    if isinstance(error, JobFailedError):
-        return "failed"
-    return "error"

@@ -16,8 +16,8 @@ import asyncio
 import json
 import platform
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import aiohttp
@@ -45,6 +45,27 @@ def _masked(body: bytes, token: Secret) -> bytes:
     # would carry the token into error messages and logs.
     secret = token.reveal().encode()
     return body.replace(secret, b"***") if secret and secret in body else body
+
+
+@contextmanager
+def _translated(method: str, target: str, host: str | None = None) -> Iterator[None]:
+    """Turn every aiohttp failure into one of our transport errors, in one place.
+
+    The distinction that matters for a paid submit is kept: a failure to
+    connect means the request never left (``ConnectError``, ``sent=False``);
+    anything later may have reached the server.
+    """
+    where = host or target
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise ConnectError(f"timed out connecting to {where}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"cannot connect to {where}: {exc.os_error}") from exc
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        raise RequestTimeoutError(f"{method} {target} timed out waiting for the answer") from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"{method} {target} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class PublicBody:
@@ -152,19 +173,11 @@ class Transport:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
         )
-        try:
+        with _translated("GET", url):
             async with session.get(
                 url, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 yield PublicBody(response)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"timed out connecting for {url}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect for {url}: {exc.os_error}") from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise RequestTimeoutError(f"GET {url} timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
 
     async def request(
         self,
@@ -185,7 +198,7 @@ class Transport:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         url = self._base_url + path
-        try:
+        with _translated(method, path, self._base_url):
             async with session.request(
                 method,
                 url,
@@ -207,14 +220,6 @@ class Transport:
                 reply_headers = {
                     k: v for k, v in response.headers.items() if k.lower() == "retry-after"
                 }
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"timed out connecting to {self._base_url}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {self._base_url}: {exc.os_error}") from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise RequestTimeoutError(f"{method} {path} timed out waiting for the answer") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
         if 300 <= status < 400:
             raise ProtocolError(
                 f"{method} {path} answered a redirect ({status}); redirects are not "

@@ -504,3 +504,16 @@ async def test_closing_collects_a_job_that_finished_unseen():
             clock.advance(10.0)  # it finishes on the server; no poll is due for 30 s
     assert isinstance(job.result(), JobResult)
     assert [] == client.running_on
+
+
+async def test_job_outcome_names_how_each_job_ended():
+    """Job.outcome is None while running, then one word for how it ended."""
+
+    def plan(_model: str, payload: dict[str, object]) -> JobPlan:
+        return JobPlan(outcome="failed" if str(payload["prompt"]).endswith("1") else "succeeded")
+
+    async with FakeRunComfy(time_scale=SCALE, plan=plan) as fake, open_client(fake) as client:
+        jobs = client.submit_many(request(i) for i in range(2))
+        assert [None, None] == [job.outcome for job in jobs]
+        await client.gather(jobs)
+    assert ["succeeded", "failed"] == [job.outcome for job in jobs]

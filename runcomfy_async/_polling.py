@@ -293,6 +293,8 @@ class AdaptivePolling:
         queue_share: While queued, wait this share of the expected wait.
         jitter: Share of each delay drawn at random, so jobs never poll in step.
         min_events: Finished jobs a model needs before its hazard is used.
+        drain_window: Seconds of observation that fully replace the queue's
+            learned drain rate (shorter sightings move it in proportion).
         rand: The random source (seedable for tests).
 
     """
@@ -308,6 +310,7 @@ class AdaptivePolling:
     queue_share: float = 0.8
     jitter: float = 0.1
     min_events: int = 2
+    drain_window: float = 30.0
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _drain: float | None = attrs.field(default=None, init=False)
@@ -404,7 +407,7 @@ class AdaptivePolling:
             return
         sample = (before - after) / seconds
         # Weigh by elapsed time: a long observation says more than a short one.
-        weight = min(1.0, seconds / 30.0)
+        weight = min(1.0, seconds / self.drain_window)
         self._drain = (
             sample if self._drain is None else self._drain + weight * (sample - self._drain)
         )

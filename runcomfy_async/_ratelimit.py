@@ -166,9 +166,13 @@ class Throttle:
             # token apart instead of all at once.
             start = max(now, self._paused_until)
             wait = start - now + self._bucket.reserve(start)
+            # Stamped when booked, not when sent: a request booked at the old
+            # rate and rejected after a cut belongs to the congestion event
+            # that caused the cut, and must not cut the rate again.
+            ticket = Ticket(now, rate_bound=wait > 0)
             if wait > 0:
                 await anyio.sleep(wait)
-            yield Ticket(self._clock(), rate_bound=wait > 0)
+            yield ticket
 
     def on_success(self, ticket: Ticket) -> None:
         """Feed back an exchange the server accepted (any non-429 answer)."""

@@ -26,6 +26,7 @@ from typing import Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._api import API
@@ -57,6 +58,9 @@ from ._models import (
     Succeeded,
 )
 from ._polling import PollPolicy, PollState
+
+REPLAN_SLICE: Final = 256
+"""Jobs re-planned between two yields to the event loop."""
 
 MAX_POLL_FAILURES: Final = 4
 """Polls in a row that may fail (after their own retries) before a job gives up."""
@@ -358,16 +362,25 @@ class Scheduler:
         if due < self._sleep_until:
             self._notify()  # the dispatcher sleeps past this poll: wake it
 
-    def _replan(self, key: str, now: float) -> None:
+    def _replan(self, key: str) -> None:
         """Pull polls earlier where the policy just learned they are due sooner."""
-        for job in self._live:
-            track = job._track
-            if track is None or track.key != key or job._cancel_reason is not None:
-                continue
-            due = now + self._policy.next_delay(track, now)
-            if due < job._due:
-                self._book_at(job, due)
-        self._notify()
+        if self._task_group is not None:
+            self._task_group.start_soon(self._replan_in_steps, key, name="runcomfy re-plan")
+
+    async def _replan_in_steps(self, key: str) -> None:
+        # Ten thousand jobs take tens of milliseconds to re-plan: do it a
+        # slice at a time, so the event loop never stalls on it.
+        jobs = [job for job in self._live if job._track is not None and job._track.key == key]
+        for start in range(0, len(jobs), REPLAN_SLICE):
+            now = self._clock()
+            for job in jobs[start : start + REPLAN_SLICE]:
+                track = job._track
+                if track is None or job.done() or job._cancel_reason is not None:
+                    continue
+                due = now + self._policy.next_delay(track, now)
+                if due < job._due:
+                    self._book_at(job, due)
+            await anyio.lowlevel.checkpoint()
 
     # -- working -----------------------------------------------------------------
 
@@ -475,7 +488,7 @@ class Scheduler:
                 replan = self._policy.finished(track, now, result.run_seconds)
                 self._finish(job, result=result)
                 if replan:
-                    self._replan(track.key, now)
+                    self._replan(track.key)
             case Failed(message=message, error=error):
                 self._set_state(job, old, state)
                 self._finish(job, error=JobFailedError(message, error=error))

@@ -178,3 +178,19 @@ async def test_senders_leave_a_pause_one_token_apart():
             group.start_soon(send)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert all(gap >= 0.8 / rate for gap in gaps), (gaps, rate)
+
+
+async def test_a_429_for_a_request_booked_before_a_cut_does_not_cut_again():
+    """Tickets are stamped when booked: late 429s of old bookings are one event."""
+    clock = Clock()
+    throttle = Throttle(Limits(initial_rate=100.0, burst=5.0), clock=clock)
+    async with throttle.slot() as early:
+        pass
+    clock.now += 1.0
+    async with throttle.slot() as later:
+        pass
+    throttle.on_rate_limited(later, retry_after=None)
+    after_cut = throttle.rate
+    assert after_cut < 100.0
+    throttle.on_rate_limited(early, retry_after=None)  # booked before the cut
+    assert after_cut == throttle.rate

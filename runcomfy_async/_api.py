@@ -207,22 +207,25 @@ class API:
         params: Mapping[str, str] | None,
     ) -> T:
         """Send once through the throttle, feed the answer back to it, parse it."""
-        async with self._throttle.slot() as ticket:
+        ticket = await self._throttle.acquire()
+        try:
             self._monitor.requests[kind] += 1
             reply = await self._transport.request(method, path, body=body, params=params)
-            try:
-                value = parse(reply)
-            except RateLimitedError as exc:
-                self._monitor.rate_limited += 1
-                # The pause applies to every sender: cap it like the retry's
-                # own wait, or one hostile hint would stall the whole client.
-                hint = exc.retry_after
-                if hint is not None:
-                    hint = min(hint, self._retry.max_retry_after)
-                self._throttle.on_rate_limited(ticket, hint)
-                raise
-            self._throttle.on_success(ticket)
-            return value
+        finally:
+            self._throttle.release()
+        try:
+            value = parse(reply)
+        except RateLimitedError as exc:
+            self._monitor.rate_limited += 1
+            # The pause applies to every sender: cap it like the retry's own
+            # wait, or one hostile hint would stall the whole client.
+            hint = exc.retry_after
+            if hint is not None:
+                hint = min(hint, self._retry.max_retry_after)
+            self._throttle.on_rate_limited(ticket, hint)
+            raise
+        self._throttle.on_success(ticket)
+        return value
 
     def _raise_unless_retryable(
         self, error: APIError | TransportError, attempt: int, paid_model: str | None

@@ -64,6 +64,7 @@ class Job:
         "_cancel_reason",
         "_counted",
         "_deadline",
+        "_done",
         "_due",
         "_future",
         "_model_id",
@@ -97,6 +98,7 @@ class Job:
         self.cancel_outcome: CancelOutcome | None = None
         self._scheduler = scheduler
         self._future: anyio.Future[JobResult] = anyio.Future()
+        self._done = False  # mirrors the future; read on every poll, so kept plain
         self._deadline = deadline
         self._callbacks: list[Callable[[Job], object]] | None = None
         self._cancel_reason: str | None = None
@@ -122,7 +124,7 @@ class Job:
 
     def done(self) -> bool:
         """Return True once the job has a result or an error."""
-        return self._future.status is not anyio.Future.Status.PENDING
+        return self._done
 
     @property
     def deadline(self) -> float | None:
@@ -212,12 +214,14 @@ class Job:
 
     def _set_result(self, result: JobResult) -> None:
         self._future.return_value = result
+        self._done = True
         self._run_callbacks()
 
     def _set_error(self, error: RunComfyError) -> None:
         if error.request_id is None:
             error.request_id = self.request_id
         self._future.exception = error
+        self._done = True
         self._run_callbacks()
 
     def _count_retry(self) -> None:

@@ -157,10 +157,16 @@ class Throttle:
         """Exchanges under way now."""
         return self._capacity - self._slots.value
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Ticket]:
-        """Wait for a free connection slot and a send time; hold the slot."""
-        async with self._slots:
+    async def acquire(self) -> Ticket:
+        """Wait for a free connection slot and a send time; hold the slot.
+
+        Every :meth:`acquire` must be paired with a :meth:`release` (or use
+        :meth:`slot`). Plain methods rather than a context manager: this runs
+        once per request, and the generator machinery would cost more than
+        the pacing itself.
+        """
+        await self._slots.acquire()
+        try:
             now = self._clock()
             # During a pause, book from its end: senders then leave it one
             # token apart instead of all at once.
@@ -172,7 +178,23 @@ class Throttle:
             ticket = Ticket(now, rate_bound=wait > 0)
             if wait > 0:
                 await anyio.sleep(wait)
+        except BaseException:
+            self._slots.release()
+            raise
+        return ticket
+
+    def release(self) -> None:
+        """Give the slot taken by :meth:`acquire` back."""
+        self._slots.release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Ticket]:
+        """Hold a slot for the block (:meth:`acquire` and :meth:`release`)."""
+        ticket = await self.acquire()
+        try:
             yield ticket
+        finally:
+            self.release()
 
     def on_success(self, ticket: Ticket) -> None:
         """Feed back an exchange the server accepted (any non-429 answer)."""

@@ -15,6 +15,7 @@ lost answer is a billed job nobody knows of.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import itertools
@@ -27,7 +28,6 @@ from typing import Final
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._api import API
 from ._errors import (
@@ -89,7 +89,7 @@ class Scheduler:
         max_jobs_in_flight: int,
         workers: int,
         cancel_timeout: float,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._api = api
         self._monitor = monitor
@@ -97,7 +97,10 @@ class Scheduler:
         self._max_in_flight = max_jobs_in_flight
         self._workers = workers
         self._cancel_timeout = cancel_timeout
-        self._clock = clock
+        # The event loop's own clock (what anyio.current_time() reads), taken
+        # at start: asking anyio for it costs a backend lookup every time.
+        self._clock: Callable[[], float] = clock or anyio.current_time
+        self._handoff: asyncio.Queue[tuple[_Work, Job, str]] | None = None
         self._pending: deque[Job] = deque()
         self._cancels: deque[tuple[Job, str]] = deque()
         self._polls: list[tuple[float, int, int, Job]] = []
@@ -137,13 +140,18 @@ class Scheduler:
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start the dispatcher and the workers in *task_group*."""
-        send, receive = anyio.create_memory_object_stream[tuple[_Work, Job, str]](0)
+        if self._clock is anyio.current_time:
+            self._clock = asyncio.get_running_loop().time
+        # One item deep: the dispatcher picks the next piece of work only when
+        # a worker is about to be free, so priorities are decided late. (A
+        # plain asyncio queue: anyio's memory streams cost several times as
+        # much per item, and this hand-off happens once per request.)
+        self._handoff = asyncio.Queue(maxsize=1)
         self._task_group = task_group
         self._accepting = True
-        task_group.start_soon(self._dispatch, send, name="runcomfy dispatcher")
+        task_group.start_soon(self._dispatch, self._handoff, name="runcomfy dispatcher")
         for index in range(self._workers):
-            task_group.start_soon(self._work, receive.clone(), name=f"runcomfy worker {index}")
-        receive.close()
+            task_group.start_soon(self._work, self._handoff, name=f"runcomfy worker {index}")
 
     def stop_accepting(self) -> None:
         """Refuse new jobs and stop sending unsent ones."""
@@ -294,22 +302,21 @@ class Scheduler:
     def _notify(self) -> None:
         self._wake.set()
 
-    async def _dispatch(self, send: MemoryObjectSendStream[tuple[_Work, Job, str]]) -> None:
-        async with send:
-            while True:
-                now = self._clock()
-                item = self._next(now)
-                if item is not None:
-                    await send.send(item)
-                    continue
-                if self._wake.is_set():
-                    self._wake = anyio.Event()
-                    continue
-                self._sleep_until = self._next_due()
-                wait = self._sleep_until - now
-                with anyio.move_on_after(wait if math.isfinite(wait) else None):
-                    await self._wake.wait()
-                self._sleep_until = -math.inf  # awake: bookings need not wake it
+    async def _dispatch(self, handoff: asyncio.Queue[tuple[_Work, Job, str]]) -> None:
+        while True:
+            now = self._clock()
+            item = self._next(now)
+            if item is not None:
+                await handoff.put(item)
+                continue
+            if self._wake.is_set():
+                self._wake = anyio.Event()
+                continue
+            self._sleep_until = self._next_due()
+            wait = self._sleep_until - now
+            with anyio.move_on_after(wait if math.isfinite(wait) else None):
+                await self._wake.wait()
+            self._sleep_until = -math.inf  # awake: bookings need not wake it
 
     def _next_due(self) -> float:
         due = self._polls[0][0] if self._polls else math.inf
@@ -384,20 +391,20 @@ class Scheduler:
 
     # -- working -----------------------------------------------------------------
 
-    async def _work(self, receive: MemoryObjectReceiveStream[tuple[_Work, Job, str]]) -> None:
-        async with receive:
-            async for kind, job, reason in receive:
-                try:
-                    if kind is _Work.SUBMIT:
-                        await self._submit(job)
-                    elif kind is _Work.POLL:
-                        await self._poll(job)
-                    else:
-                        await self._cancel_work(job, reason)
-                except Exception as exc:  # noqa: BLE001 - a bug must cost one job, not a worker
-                    logger.exception("internal error on %r", job)
-                    if not job.done():
-                        self._finish(job, error=RunComfyError(f"internal error: {exc!r}"))
+    async def _work(self, handoff: asyncio.Queue[tuple[_Work, Job, str]]) -> None:
+        while True:
+            kind, job, reason = await handoff.get()
+            try:
+                if kind is _Work.SUBMIT:
+                    await self._submit(job)
+                elif kind is _Work.POLL:
+                    await self._poll(job)
+                else:
+                    await self._cancel_work(job, reason)
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one job, not a worker
+                logger.exception("internal error on %r", job)
+                if not job.done():
+                    self._finish(job, error=RunComfyError(f"internal error: {exc!r}"))
 
     async def _submit(self, job: Job) -> None:
         assert job.request is not None  # noqa: S101

@@ -16,8 +16,8 @@ import asyncio
 import json
 import platform
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import aiohttp
@@ -47,25 +47,24 @@ def _masked(body: bytes, token: Secret) -> bytes:
     return body.replace(secret, b"***") if secret and secret in body else body
 
 
-@contextmanager
-def _translated(method: str, target: str, host: str | None = None) -> Iterator[None]:
-    """Turn every aiohttp failure into one of our transport errors, in one place.
+def _translated(exc: BaseException, method: str, target: str, host: str | None = None) -> Exception:
+    """Turn an aiohttp failure into one of our transport errors, in one place.
 
     The distinction that matters for a paid submit is kept: a failure to
     connect means the request never left (``ConnectError``, ``sent=False``);
     anything later may have reached the server.
     """
     where = host or target
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise ConnectError(f"timed out connecting to {where}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectError(f"cannot connect to {where}: {exc.os_error}") from exc
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-        raise RequestTimeoutError(f"{method} {target} timed out waiting for the answer") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"{method} {target} failed: {type(exc).__name__}: {exc}") from exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectError(f"timed out connecting to {where}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {where}: {exc.os_error}")
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return RequestTimeoutError(f"{method} {target} timed out waiting for the answer")
+    return TransportError(f"{method} {target} failed: {type(exc).__name__}: {exc}")
+
+
+_AIOHTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class PublicBody:
@@ -118,6 +117,13 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": user_agent(),
         }
+        # Built once, not per request: every exchange sends the same ones.
+        self._api_headers = {**self._headers, "Authorization": f"Bearer {token.reveal()}"}
+        self._json_headers = {**self._api_headers, "Content-Type": "application/json"}
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # It holds the token in its headers: never write it to a pickle.
+        raise TypeError("a Transport cannot be pickled")
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "closed"
@@ -173,11 +179,13 @@ class Transport:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
         )
-        with _translated("GET", url):
+        try:
             async with session.get(
                 url, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 yield PublicBody(response)
+        except _AIOHTTP_FAILURES as exc:
+            raise _translated(exc, "GET", url) from exc
 
     async def request(
         self,
@@ -191,14 +199,13 @@ class Transport:
         session = self._session
         if session is None:
             raise TransportError("the transport is closed", sent=False)
-        headers = dict(self._headers)
-        headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        headers = self._api_headers
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
-            headers["Content-Type"] = "application/json"
+            headers = self._json_headers
         url = self._base_url + path
-        with _translated(method, path, self._base_url):
+        try:
             async with session.request(
                 method,
                 url,
@@ -217,9 +224,10 @@ class Transport:
                     raise ProtocolError("answer is too large", status=response.status)
                 raw = _masked(raw, self._token)
                 status = response.status
-                reply_headers = {
-                    k: v for k, v in response.headers.items() if k.lower() == "retry-after"
-                }
+                retry_after = response.headers.get("Retry-After")
+                reply_headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        except _AIOHTTP_FAILURES as exc:
+            raise _translated(exc, method, path, self._base_url) from exc
         if 300 <= status < 400:
             raise ProtocolError(
                 f"{method} {path} answered a redirect ({status}); redirects are not "

@@ -147,6 +147,7 @@ def _decode(body: bytes) -> Any:
 
 
 _NOT_JSON: Final = object()
+_UNDECODED: Final = object()
 
 
 def _code(value: Any) -> int | None:
@@ -159,13 +160,17 @@ def _code(value: Any) -> int | None:
     return None
 
 
-def error_from(reply: Reply, *, request_id: str | None = None) -> APIError | None:
+def error_from(
+    reply: Reply, *, request_id: str | None = None, data: Any = _UNDECODED
+) -> APIError | None:
     """Return the error an answer stands for, or None if it is a success.
 
     An error is a non-2xx status, or any status with a non-null
     ``error_code`` in its body (some endpoints answer 200 with an error).
+    *data* is the body already decoded, if the caller has it.
     """
-    data = _decode(reply.body)
+    if data is _UNDECODED:
+        data = _decode(reply.body)
     code = _code(data.get("error_code")) if isinstance(data, dict) else None
     has_code = isinstance(data, dict) and data.get("error_code") is not None
     if 200 <= reply.status < 300 and not has_code:
@@ -211,8 +216,15 @@ def _header(reply: Reply, name: str) -> str | None:
     return None
 
 
-def _object(reply: Reply, what: str, request_id: str | None) -> dict[str, Any]:
-    data = _decode(reply.body)
+def _checked(
+    reply: Reply, what: str, request_id: str | None, data: Any = _UNDECODED
+) -> dict[str, Any]:
+    """Decode an answer once; raise the error it stands for, or return its object."""
+    if data is _UNDECODED:
+        data = _decode(reply.body)
+    error = error_from(reply, request_id=request_id, data=data)
+    if error is not None:
+        raise error
     if not isinstance(data, dict):
         raise ProtocolError(
             f"{what} answer is not a JSON object: {_snippet(reply.body)!r}",
@@ -249,16 +261,9 @@ def _position(value: Any) -> int | None:
     return None
 
 
-def _raise_for(reply: Reply, request_id: str | None) -> None:
-    error = error_from(reply, request_id=request_id)
-    if error is not None:
-        raise error
-
-
 def parse_submission(reply: Reply) -> Submission:
     """Read a submit's answer (200 or 202, with or without ``status``)."""
-    _raise_for(reply, None)
-    data = _object(reply, "submit", None)
+    data = _checked(reply, "submit", None)
     rid = data.get("request_id")
     if not isinstance(rid, str) or not rid:
         raise ProtocolError(
@@ -288,8 +293,7 @@ def parse_status(
     reply: Reply, request_id: str
 ) -> Queued | Running | Completed | Failed | Cancelled:
     """Read ``/status``: ``completed`` (or ``succeeded``) means "finished, see ``/result``"."""
-    _raise_for(reply, request_id)
-    data = _object(reply, "status", request_id)
+    data = _checked(reply, "status", request_id)
     word = _state_word(data, "status", reply, request_id)
     if word in _QUEUED:
         return Queued(_position(data.get("queue_position")))
@@ -308,15 +312,17 @@ def parse_result(
     reply: Reply, request_id: str
 ) -> Queued | Running | Succeeded | Failed | Cancelled:
     """Read ``/result``: a finished job's outcome, or an unfinished job's state."""
-    if reply.status == 400 or 200 <= reply.status < 300:
-        data = _decode(reply.body)
-        if isinstance(data, dict) and _code(data.get("error_code")) == RESULT_NOT_READY:
-            # Drift: "not ready yet" as an error (a 400, or a 200 with the
-            # code). The job exists and is not finished; whether it is queued
-            # or running is not said.
-            return Running()
-    _raise_for(reply, request_id)
-    data = _object(reply, "result", request_id)
+    decoded = _decode(reply.body)
+    if (
+        (reply.status == 400 or 200 <= reply.status < 300)
+        and isinstance(decoded, dict)
+        and _code(decoded.get("error_code")) == RESULT_NOT_READY
+    ):
+        # Drift: "not ready yet" as an error (a 400, or a 200 with the code).
+        # The job exists and is not finished; whether it is queued or running
+        # is not said.
+        return Running()
+    data = _checked(reply, "result", request_id, decoded)
     word = _state_word(data, "result", reply, request_id)
     if word in _QUEUED:
         return Queued(_position(data.get("queue_position")))
@@ -333,8 +339,7 @@ def parse_result(
 
 def parse_cancel(reply: Reply, request_id: str) -> CancelOutcome:
     """Read a cancel's answer; only ``cancelled`` means the job will not run."""
-    _raise_for(reply, request_id)
-    data = _object(reply, "cancel", request_id)
+    data = _checked(reply, "cancel", request_id)
     status = data.get("status")
     status_word = status.strip().lower() if isinstance(status, str) else ""
     outcome = data.get("outcome")

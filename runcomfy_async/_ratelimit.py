@@ -14,8 +14,11 @@ way TCP learns a path's capacity:
 * **additive increase** after that: ``increase`` requests/second more per
   second of rate-bound sending, so the rate creeps back up to the limit.
 
-With ``decrease=0.85`` the sawtooth averages about 92% of the limit, with a
-few rejections per cycle. :class:`TokenBucket` and :class:`AIMDController` are
+A cut lands near the limit (the delivered rate), and an increase of one
+request/second per second makes each cycle long, so a server that answers
+every overload with a whole-second ``Retry-After`` pause costs little: the
+rate benchmark holds about 90-96% of a hidden limit with under 0.1% of
+requests rejected. :class:`TokenBucket` and :class:`AIMDController` are
 pure (time is passed in); :class:`Throttle` puts them on the event loop.
 """
 
@@ -83,7 +86,7 @@ class AIMDController:
     rate: float
     min_rate: float
     max_rate: float
-    increase: float = 2.0
+    increase: float = 1.0
     decrease: float = 0.85
     slow_start: bool = True
     last_decrease: float = -math.inf

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -176,7 +177,7 @@ class RunTimeModel:
     events: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     exposure: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
     finished: int = 0
-    min_events: int = 2
+    min_events: int = 1
     reach: int = 4
     _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
     _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
@@ -288,13 +289,16 @@ class AdaptivePolling:
         growth: While the run time is unknown, wait this share of the time
             already run (geometric spacing: a job of unknown length costs
             few polls, and the batch's first finishers teach the rest).
+        frontier_growth: Once some jobs have finished, a running job past the
+            longest run time yet watched waits at most this share of the time
+            it has run: the learned hazard says nothing there.
         queued_growth: While queued and the queue's pace is unknown, wait this
             share of the time already waited.
         queue_share: While queued, wait this share of the expected wait.
         jitter: Share of each delay drawn at random, so jobs never poll in step.
         min_events: Finished jobs a model needs before its hazard is used.
-        drain_window: Seconds of observation that fully replace the queue's
-            learned drain rate (shorter sightings move it in proportion).
+        drain_samples: How many recent sightings of queue positions moving
+            (or not) the drain rate is estimated from.
         rand: The random source (seedable for tests).
 
     """
@@ -306,14 +310,18 @@ class AdaptivePolling:
     queued_ceiling: float = 600.0
     first_poll: float = 2.0
     growth: float = 1.0
+    frontier_growth: float = 0.15
     queued_growth: float = 2.0
     queue_share: float = 0.8
     jitter: float = 0.1
-    min_events: int = 2
-    drain_window: float = 30.0
+    min_events: int = 1
+    drain_samples: int = 64
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _drain: float | None = attrs.field(default=None, init=False)
+    _sightings: deque[tuple[float, float]] = attrs.field(factory=deque, init=False, repr=False)
+    _moved: float = attrs.field(default=0.0, init=False, repr=False)
+    _watched: float = attrs.field(default=0.0, init=False, repr=False)
 
     def _model(self, key: str) -> RunTimeModel:
         """Return the learned run-time model of *key*."""
@@ -349,7 +357,10 @@ class AdaptivePolling:
             # It starts soon and cannot finish for a while after: skip the
             # start and poll where finishing becomes likely.
             return wait + first_step
-        return self.queue_share * wait
+        # The drain rate is an estimate: never leap past the point where the
+        # job could already have started and finished, were the queue moving
+        # twice as fast as it seemed to.
+        return min(self.queue_share * wait, 0.5 * wait + first_step)
 
     def _running_delay(self, state: PollState, elapsed: float) -> float:
         model = self._model(state.key)
@@ -365,11 +376,13 @@ class AdaptivePolling:
         # Never leap over more than max_step_chance of finishing.
         budget = -math.log(1.0 - self.max_step_chance)
         spacing = min(spacing, model.horizon(run, budget) - run)
-        # Beyond anything seen, the hazard is a guess: step geometrically.
+        # Beyond anything seen, the hazard is a guess (and a rising one is
+        # underestimated by extrapolating it flat): creep forward.
         if run + spacing > model.frontier:
             spacing = min(
                 spacing,
-                max(model.frontier - run, 0.0) + self.growth * max(run, self.first_poll / scale),
+                max(model.frontier - run, 0.0)
+                + self.frontier_growth * max(run, self.first_poll / scale),
             )
         return spacing * scale
 
@@ -405,12 +418,19 @@ class AdaptivePolling:
     def _learn_drain(self, before: int, after: int, seconds: float) -> None:
         if seconds <= 0 or after > before:
             return
-        sample = (before - after) / seconds
-        # Weigh by elapsed time: a long observation says more than a short one.
-        weight = min(1.0, seconds / self.drain_window)
-        self._drain = (
-            sample if self._drain is None else self._drain + weight * (sample - self._drain)
-        )
+        # Positions moved over time watched, summed over recent sightings:
+        # the unbiased estimate for a steadily draining queue. (Averaging
+        # per-sighting rates is not: many short sightings with no move would
+        # drag it towards zero, and a job would then wait out a long guess.)
+        self._sightings.append((before - after, seconds))
+        self._moved += before - after
+        self._watched += seconds
+        while len(self._sightings) > self.drain_samples:
+            moved, watched = self._sightings.popleft()
+            self._moved -= moved
+            self._watched -= watched
+        if self._moved > 0 and self._watched > 0:
+            self._drain = self._moved / self._watched
 
     def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
         """Learn a finished job's run time; say if other jobs should re-plan."""

@@ -227,3 +227,22 @@ def test_a_queued_batch_costs_a_fraction_of_a_fixed_pollers_requests():
     fixed_polls, fixed_delay = simulate(FixedInterval(interval=2 * delay), runs, slots=10)
     assert pytest.approx(delay, rel=0.25) == fixed_delay
     assert polls < 0.25 * fixed_polls
+
+
+def test_the_drain_rate_is_positions_moved_over_time_watched():
+    """Short sightings with no move do not drag the drain rate towards zero."""
+    policy = seeded()
+    for _ in range(10):
+        policy._learn_drain(50, 50, 1.0)  # watched a second, nothing moved
+    policy._learn_drain(50, 45, 30.0)
+    assert pytest.approx(5 / 40) == policy.drain_rate
+
+
+def test_a_queued_job_never_leaps_past_a_twice_faster_queue():
+    """Far back in the queue, a step stops where a doubled drain could end the job."""
+    policy = seeded(jitter=0.0, queue_share=0.8, queued_ceiling=10_000.0, ceiling=1000.0)
+    teach(policy, lognormal_runs(300))
+    policy._drain = 1.0
+    first_step = policy.next_delay(state("running", started_at=0.0), 0.0)
+    job = state("queued", position=199, position_at=0.0)
+    assert pytest.approx(0.5 * 200 + first_step) == policy.next_delay(job, 0.0)

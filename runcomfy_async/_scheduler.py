@@ -111,6 +111,13 @@ class Scheduler:
         self._in_flight = 0
         self._wake = anyio.Event()
         self._sleep_until = -math.inf
+        self._idle = 0  # workers waiting for work
+        self._submitting = 0
+        # Until one submit is answered past authentication, submits go one at
+        # a time: a bad token or an empty balance then costs one request, not
+        # a burst of max_concurrent_requests.
+        self._credentials_ok = False
+        self._waiting_for_worker = False
         self._accepting = False
         self._account_error: RunComfyError | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -142,11 +149,12 @@ class Scheduler:
         """Start the dispatcher and the workers in *task_group*."""
         if self._clock is anyio.current_time:
             self._clock = asyncio.get_running_loop().time
-        # One item deep: the dispatcher picks the next piece of work only when
-        # a worker is about to be free, so priorities are decided late. (A
-        # plain asyncio queue: anyio's memory streams cost several times as
-        # much per item, and this hand-off happens once per request.)
-        self._handoff = asyncio.Queue(maxsize=1)
+        # Work is handed only to idle workers, all that are ready at once, so
+        # priorities are decided late and requests due together leave
+        # together (one event-loop turn, batched I/O). A plain asyncio queue:
+        # anyio's memory streams cost several times as much per item, and
+        # this hand-off happens once per request.
+        self._handoff = asyncio.Queue()
         self._task_group = task_group
         self._accepting = True
         task_group.start_soon(self._dispatch, self._handoff, name="runcomfy dispatcher")
@@ -305,18 +313,36 @@ class Scheduler:
     async def _dispatch(self, handoff: asyncio.Queue[tuple[_Work, Job, str]]) -> None:
         while True:
             now = self._clock()
-            item = self._next(now)
-            if item is not None:
-                await handoff.put(item)
-                continue
+            busy = False
+            while True:
+                if self._idle <= handoff.qsize():
+                    # Every idle worker has work; wait for one to free up if
+                    # more is ready (it will wake us), else for the next due.
+                    busy = self._ready(now)
+                    break
+                item = self._next(now)
+                if item is None:
+                    break
+                handoff.put_nowait(item)
             if self._wake.is_set():
                 self._wake = anyio.Event()
                 continue
-            self._sleep_until = self._next_due()
+            self._waiting_for_worker = busy
+            self._sleep_until = math.inf if busy else self._next_due()
             wait = self._sleep_until - now
             with anyio.move_on_after(wait if math.isfinite(wait) else None):
                 await self._wake.wait()
             self._sleep_until = -math.inf  # awake: bookings need not wake it
+            self._waiting_for_worker = False
+
+    def _ready(self, now: float) -> bool:
+        """Say whether some work could be handed out now (stale entries count)."""
+        return bool(
+            self._cancels
+            or (self._polls and self._polls[0][0] <= now)
+            or (self._deadlines and self._deadlines[0][0] <= now)
+            or (self._accepting and self._pending and self._in_flight < self._max_in_flight)
+        )
 
     def _next_due(self) -> float:
         due = self._polls[0][0] if self._polls else math.inf
@@ -339,10 +365,13 @@ class Scheduler:
             while self._pending:
                 self._fail_unsent(self._pending.popleft())
         while self._accepting and self._pending and self._in_flight < self._max_in_flight:
+            if not self._credentials_ok and self._submitting:
+                break  # the first submit probes the token and balance alone
             job = self._pending.popleft()
             if job.done():
                 continue
             self._in_flight += 1
+            self._submitting += 1
             job._counted = True
             return (_Work.SUBMIT, job, "")
         return None
@@ -393,7 +422,14 @@ class Scheduler:
 
     async def _work(self, handoff: asyncio.Queue[tuple[_Work, Job, str]]) -> None:
         while True:
-            kind, job, reason = await handoff.get()
+            self._idle += 1
+            if self._waiting_for_worker:
+                self._waiting_for_worker = False
+                self._notify()
+            try:
+                kind, job, reason = await handoff.get()
+            finally:
+                self._idle -= 1
             try:
                 if kind is _Work.SUBMIT:
                     await self._submit(job)
@@ -417,9 +453,15 @@ class Scheduler:
                 if isinstance(exc, _ACCOUNT_ERRORS) and self._account_error is None:
                     # Every other submit would fail the same way: send no more.
                     self._account_error = exc
+                elif isinstance(exc, APIError):
+                    self._credentials_ok = True  # the server answered past auth
                 self._finish(job, error=exc)
                 self._wake_cancellers(job)
                 return
+            finally:
+                self._submitting -= 1
+                self._notify()
+        self._credentials_ok = True
         now = self._clock()
         job.request_id = submission.request_id
         self._wake_cancellers(job)

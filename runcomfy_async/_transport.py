@@ -67,6 +67,24 @@ def _translated(exc: BaseException, method: str, target: str, host: str | None =
 _AIOHTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
+async def _read_whole(response: aiohttp.ClientResponse) -> bytes:
+    """Read the whole body, but never more than MAX_BODY_BYTES.
+
+    Reading it to the end matters twice over: a partial body would be
+    misread, and an unfinished one keeps aiohttp from reusing the connection.
+    """
+    if response.content_length is not None:
+        return await response.read()  # its size was checked above
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ProtocolError("answer is too large", status=response.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class PublicBody:
     """An open answer from a public host: status, size and the streamed body."""
 
@@ -219,9 +237,7 @@ class Transport:
                         f"answer of {response.content_length} bytes is too large",
                         status=response.status,
                     )
-                raw = await response.content.read(MAX_BODY_BYTES + 1)
-                if len(raw) > MAX_BODY_BYTES:
-                    raise ProtocolError("answer is too large", status=response.status)
+                raw = await _read_whole(response)
                 raw = _masked(raw, self._token)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

@@ -9,12 +9,15 @@ h(t))``: rarely while finishing is unlikely, densely where it is likely.
 :class:`AdaptivePolling` estimates ``h(t)`` per model from the jobs this
 session has watched (a Nelson-Aalen estimator on log-spaced bins of run time:
 finished jobs are events, still-running ones count as time at risk, so a
-batch that started together learns from its own first finishers). Where it
-has too little data it falls back to geometric spacing (a fixed share of the
-time already run). While a job waits in the queue, it uses the reported
-``queue_position`` and the queue's observed drain rate to poll at half the
-expected wait. Every delay is jittered, so thousands of jobs never poll in
-step, and clamped to a floor and a ceiling.
+batch that started together learns from its own first finishers). No step
+may skip more than ``max_step_chance`` of the chance of finishing; before
+anything is known it spaces polls geometrically (a share of the time already
+run), and past the longest run time yet watched it creeps forward. While a
+job waits in the queue, it uses the reported ``queue_position`` and the
+queue's drain rate (positions moved over time watched) to poll at a share of
+the expected wait, never past where a queue twice as fast would have started
+and finished the job. Every delay is jittered, so thousands of jobs never
+poll in step, and clamped to a floor and a ceiling.
 
 :class:`FixedInterval` is what other clients do, kept for comparison.
 """

@@ -2,11 +2,13 @@
 
 One dispatcher task decides *what* to send next, in this order: remote
 cancels (they stop billing), polls that are due, then submits (only while
-fewer than ``max_jobs_in_flight`` jobs are in flight). It hands each piece of
-work to a fixed pool of ``max_concurrent_requests`` worker tasks through an
-unbuffered stream, so it only picks work when a worker is free. Polls wait in
-a heap keyed by due time, deadlines in another; nothing else sleeps, so ten
-thousand jobs cost two heaps, not ten thousand timers.
+fewer than ``max_jobs_in_flight`` jobs are in flight; the session's first
+submit alone, as a probe of the token and balance). It hands work only to
+idle workers of a fixed pool of ``max_concurrent_requests``, all ready work
+in one pass, so priorities are decided late and requests due together leave
+together. Polls wait in a heap keyed by due time, deadlines in another;
+nothing else sleeps, so ten thousand jobs cost two heaps, not ten thousand
+timers.
 
 All tasks live in the client's task group. A submit is shielded from
 cancellation: once its body may have left, we wait for the answer, because a

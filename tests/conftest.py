@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from runcomfy_async import Limits, RetryPolicy, RunComfy
 from runcomfy_async.testing import FakeRunComfy
@@ -71,3 +74,29 @@ async def client(fake, client_options):
     finally:
         finished.set()
         await holder
+
+
+@contextlib.asynccontextmanager
+async def _serve(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def serving():
+    """``async with serving(handler) as url``: a one-handler server on loopback.
+
+    Stands for a host that is not the emulator: a proxy, a redirect target,
+    an output file host.
+    """
+    return _serve

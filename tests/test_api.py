@@ -109,21 +109,6 @@ async def emulated(**options):
         yield fake, client
 
 
-@contextlib.asynccontextmanager
-async def serving(handler):
-    """A one-handler aiohttp server on loopback; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 def closed_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -562,7 +547,7 @@ async def test_hidden_rate_limit(fake, faults):
     assert 12 + fake.rejected == fake.count("status")
 
 
-async def test_huge_retry_after_is_capped():
+async def test_huge_retry_after_is_capped(serving):
     """A hostile ``Retry-After: 3600`` stalls nothing beyond ``max_retry_after``."""
     answers = iter(
         [web.json_response({"error_code": None}, status=429, headers={"Retry-After": "3600"})]
@@ -583,7 +568,7 @@ async def test_huge_retry_after_is_capped():
     assert 0.02 <= waited < 0.5
 
 
-async def test_unknown_status_is_bounded():
+async def test_unknown_status_is_bounded(serving):
     """An unknown status word is retried a bounded number of times, then a ProtocolError."""
     seen = []
 
@@ -815,7 +800,7 @@ async def test_other_accounts_job(fake, client, fake_options):
     assert 1 == fake.count("status")
 
 
-async def test_plain_api_error_is_not_retried():
+async def test_plain_api_error_is_not_retried(serving):
     """An unmapped 4xx raises a plain APIError after one request, on every call."""
     seen = []
 

@@ -94,16 +94,7 @@ async def test_a_host_off_the_list_is_refused_before_any_request(tmp_path):
         assert before == fake.count()
 
 
-async def start_site(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
-
-
-async def test_redirects_off_the_list_are_refused_and_5xx_retried(tmp_path):
+async def test_redirects_off_the_list_are_refused_and_5xx_retried(tmp_path, serving):
     """A redirect to another host is refused; a 503 is retried, then saved."""
     hits = {"flaky": 0}
 
@@ -116,18 +107,14 @@ async def test_redirects_off_the_list_are_refused_and_5xx_retried(tmp_path):
             return web.Response(status=503)
         return web.Response(body=b"video-bytes")
 
-    app = web.Application()
-    app.router.add_get("/away.mp4", away)
-    app.router.add_get("/flaky.mp4", flaky)
-    runner, base = await start_site(app)
-    try:
-        async with FakeRunComfy(time_scale=SCALE) as fake:
-            async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
-                with pytest.raises(DownloadError, match="redirect"):
-                    await client.download(f"{base}/away.mp4", tmp_path / "a.mp4")
-                path = await client.download(f"{base}/flaky.mp4", tmp_path)
-    finally:
-        await runner.cleanup()
+    async def route(request: web.Request) -> web.Response:
+        return await (away if request.path == "/away.mp4" else flaky)(request)
+
+    async with serving(route) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            with pytest.raises(DownloadError, match="redirect"):
+                await client.download(f"{base}/away.mp4", tmp_path / "a.mp4")
+            path = await client.download(f"{base}/flaky.mp4", tmp_path)
     assert b"video-bytes" == path.read_bytes()
     assert 2 == hits["flaky"]
     assert not (tmp_path / "a.mp4").exists()

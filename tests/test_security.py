@@ -48,21 +48,6 @@ async def opened(base_url, token=TOKEN, **options):
         yield client
 
 
-@contextlib.asynccontextmanager
-async def serving(handler):
-    """A one-handler aiohttp server on loopback; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 def texts(value):
     """Every way an object shows itself: repr, str, and a formatted traceback."""
     shown = [repr(value), str(value)]
@@ -188,7 +173,7 @@ async def test_logged_bearer_is_masked(caplog):
     assert ["sent Authorization: Bearer ***"] == [r.getMessage() for r in caplog.records]
 
 
-async def test_echoed_token_is_not_kept_in_errors():
+async def test_echoed_token_is_not_kept_in_errors(serving):
     """A server that echoes the request headers into an error body leaks nothing."""
 
     async def echo(request):
@@ -240,7 +225,7 @@ async def test_token_only_goes_to_the_api():
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
-async def test_redirects_are_not_followed(code):
+async def test_redirects_are_not_followed(code, serving):
     """A redirect is a ProtocolError; the redirect target never hears from the client."""
     elsewhere = []
 

@@ -12,6 +12,7 @@ import json
 import random
 import re
 import time
+import typing
 import uuid
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ from runcomfy_async.testing import (
     sample_image_data_uri,
 )
 from runcomfy_async.testing.__main__ import config_from_args
+from runcomfy_async.testing._config import FaultName
 from runcomfy_async.testing._sim import Job, Simulation
 
 SEED = "bytedance/dreamina-3-0/pro/image-to-video"
@@ -462,6 +464,9 @@ async def check_fault(fake, api, fault):
     elapsed = time.monotonic() - started
     if fault == "server_error":
         assert (500, 500001) == (reply.status, reply.json["error_code"])
+    elif fault == "unavailable":
+        assert 503 == reply.status
+        assert 0 == len(fake.jobs) - jobs_before
     elif fault == "html_error":
         assert 502 == reply.status
         assert reply.headers["Content-Type"].startswith("text/html")
@@ -481,19 +486,11 @@ async def check_fault(fake, api, fault):
     elif fault == "error_200":
         assert (200, 500001) == (reply.status, reply.json["error_code"])
         assert 0 == len(fake.jobs) - jobs_before
+    else:
+        pytest.fail(f"no check written for fault {fault!r}")
 
 
-SCRIPTED = [
-    "server_error",
-    "html_error",
-    "drop_before",
-    "drop_after",
-    "slow",
-    "rate_limited",
-    "rate_limited_no_retry_after",
-    "malformed",
-    "error_200",
-]
+SCRIPTED = list(typing.get_args(FaultName))  # every fault, so a new one is tested too
 
 
 @pytest.mark.parametrize("fault", SCRIPTED)

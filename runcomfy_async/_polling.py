@@ -24,6 +24,7 @@ poll in step, and clamped to a floor and a ceiling.
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 from collections import deque
@@ -32,7 +33,21 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["AdaptivePolling", "FixedInterval", "PollPolicy", "PollState"]
+from ._runtime_model import RunTimeModel
+
+__all__ = ["AdaptivePolling", "FixedInterval", "Phase", "PollPolicy", "PollState", "RunTimeModel"]
+
+
+class Phase(str, enum.Enum):
+    """Where a job was last seen: not yet polled, waiting in the queue, or running.
+
+    The values are the words the engine used before this enum; as a ``str``
+    mixin, a phase still compares equal to its word (kept for one release).
+    """
+
+    UNKNOWN = "unknown"
+    QUEUED = "queued"
+    RUNNING = "running"
 
 
 @attrs.define(slots=True)
@@ -45,8 +60,9 @@ class PollState:
     Attributes:
         key: Jobs with the same key share learned run times (the model id).
         scale: This job's expected run time relative to the key's typical job.
-        submitted_at: When the server accepted the job.
-        phase: ``"unknown"`` (not polled yet), ``"queued"`` or ``"running"``.
+        submitted_at: When the server accepted the job (for a re-attached
+            job: when it was attached).
+        phase: Where the job was last seen (:class:`Phase`).
         position: The last reported queue position, if any.
         position_at: When that position was seen.
         previous_position: The position reported by the poll before.
@@ -57,13 +73,17 @@ class PollState:
         credited: Run time (normalised by ``scale``) already counted as time
             at risk in the learned model.
         just_started: True on the poll that first saw the job running.
+        attached: True for a job re-attached by request id: its age is
+            unknown, so its run time so far is not either.
+        probe: Set by the policy: this job is polled early to learn a new
+            model's run time for its batch.
 
     """
 
     key: str
     scale: float
     submitted_at: float
-    phase: str = "unknown"
+    phase: Phase = attrs.field(default=Phase.UNKNOWN, converter=Phase)
     position: int | None = None
     position_at: float | None = None
     previous_position: int | None = None
@@ -73,17 +93,23 @@ class PollState:
     polls: int = 0
     credited: float = 0.0
     just_started: bool = False
+    attached: bool = False
+    probe: bool | None = None
 
-    def see(self, phase: str, position: int | None, now: float) -> None:
+    def see(self, phase: Phase | str, position: int | None, now: float) -> None:
         """Record a poll that found the job unfinished, in *phase*."""
-        self.just_started = phase == "running" and self.started_at is None
+        phase = Phase(phase)
+        self.just_started = phase is Phase.RUNNING and self.started_at is None
         if self.just_started:
-            if self.phase == "queued" and self.last_poll is not None:
+            if self.phase is Phase.QUEUED and self.last_poll is not None:
                 # It started some time between the last two polls.
                 self.started_at = (self.last_poll + now) / 2.0
             else:
+                # Unknown start (never seen queued, or re-attached): the
+                # submit is the best guess; an attached job's age is not
+                # trusted for learning (see AdaptivePolling).
                 self.started_at = self.submitted_at
-        if phase == "queued":
+        if phase is Phase.QUEUED:
             self.previous_position, self.previous_position_at = self.position, self.position_at
             self.position, self.position_at = position, now
         self.phase = phase
@@ -148,129 +174,8 @@ class FixedInterval:
         return False
 
 
-# Log-spaced bins of normalised run time, from 50 ms to about 28 hours.
-_BIN_LO = 0.05
-_BIN_RATIO = 1.15
-_BINS = 96
-_LOG_RATIO = math.log(_BIN_RATIO)
-_EDGES = [_BIN_LO * _BIN_RATIO**i for i in range(_BINS + 1)]
-_EDGES[0] = 0.0
-_REBUILD_EVERY = 64
 _REPLAN_UNTIL = 64
 """Re-plans stop once a model has seen this many finishes: it has settled."""
-"""Exposure updates between rebuilds of the smoothed hazard (events rebuild at once)."""
-
-
-def _bin(seconds: float) -> int:
-    if seconds <= _BIN_LO:
-        return 0
-    return min(_BINS - 1, int(math.log(seconds / _BIN_LO) / _LOG_RATIO))
-
-
-@attrs.define
-class RunTimeModel:
-    """Learned run-time hazard of one key: events and time at risk, per bin.
-
-    Finished jobs add an event at their run time; every poll of a running
-    job adds the run time since its last poll as time at risk (the
-    Nelson-Aalen estimator, which treats unfinished jobs as censored, so a
-    batch that started together learns from its own first finishers).
-    """
-
-    events: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
-    exposure: list[float] = attrs.field(factory=lambda: [0.0] * _BINS)
-    finished: int = 0
-    min_events: int = 1
-    reach: int = 4
-    _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
-    _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
-    _frontier: float = attrs.field(default=0.0, init=False)
-    _stale: int = attrs.field(default=_REBUILD_EVERY, init=False)
-
-    def add_exposure(self, start: float, end: float) -> None:
-        """Count the span ``[start, end)`` of run time as time at risk."""
-        if end <= start:
-            return
-        index = _bin(start)
-        while start < end and index < _BINS:
-            upper = _EDGES[index + 1] if index < _BINS - 1 else math.inf
-            step = min(end, upper) - start
-            self.exposure[index] += step
-            start += step
-            index += 1
-        self._stale += 1
-
-    def add_event(self, seconds: float) -> None:
-        """Count a job that finished after *seconds* of run time."""
-        self.events[_bin(seconds)] += 1.0
-        self.finished += 1
-        self._stale = _REBUILD_EVERY
-
-    @property
-    def ready(self) -> bool:
-        """True once enough jobs finished for the hazard to mean something."""
-        return self.finished >= self.min_events
-
-    @property
-    def frontier(self) -> float:
-        """The longest run time any job has been watched for."""
-        self._refresh()
-        return self._frontier
-
-    def hazard(self, seconds: float) -> float:
-        """Return the estimated hazard at *seconds* (flat beyond the frontier)."""
-        self._refresh()
-        return self._hazard[_bin(seconds)]
-
-    def cumulative(self, seconds: float) -> float:
-        """Return the estimated cumulative hazard from 0 to *seconds*."""
-        self._refresh()
-        index = _bin(seconds)
-        lower = _EDGES[index]
-        return self._cumulative[index] + (seconds - lower) * self._hazard[index]
-
-    def horizon(self, seconds: float, budget: float) -> float:
-        """Return the run time at which the cumulative hazard has grown by *budget*."""
-        self._refresh()
-        target = self.cumulative(seconds) + budget
-        index = _bin(seconds)
-        while index < _BINS - 1 and self._cumulative[index + 1] < target:
-            index += 1
-        rate = self._hazard[index]
-        if rate <= 0:
-            return math.inf
-        return max(seconds, _EDGES[index] + (target - self._cumulative[index]) / rate)
-
-    def _refresh(self) -> None:
-        if self._stale < _REBUILD_EVERY:
-            return
-        self._stale = 0
-        events, exposure = self.events, self.exposure
-        explored = [i for i in range(_BINS) if exposure[i] > 0]
-        last = explored[-1] if explored else -1
-        self._frontier = _EDGES[last + 1] if last >= 0 else 0.0
-        hazard = [0.0] * _BINS
-        for centre in range(last + 1):
-            ev, ex = events[centre], exposure[centre]
-            for width in range(1, self.reach + 1):
-                if ev >= self.min_events:
-                    break
-                for index in (centre - width, centre + width):
-                    if 0 <= index <= last:
-                        ev += events[index]
-                        ex += exposure[index]
-            # Half a pseudo-event: much time at risk with no finish says
-            # "rare here", not "impossible here".
-            hazard[centre] = (ev + 0.5) / ex if ex > 0 else 0.0
-        tail = hazard[last] if last >= 0 else 0.0
-        for index in range(last + 1, _BINS):
-            hazard[index] = tail  # beyond what was seen: assume no change
-        cumulative = [0.0] * (_BINS + 1)
-        for index in range(_BINS):
-            cumulative[index + 1] = (
-                cumulative[index] + (_EDGES[index + 1] - _EDGES[index]) * hazard[index]
-            )
-        self._hazard, self._cumulative = hazard, cumulative
 
 
 @attrs.define(kw_only=True)
@@ -340,7 +245,7 @@ class AdaptivePolling:
 
     def next_delay(self, state: PollState, now: float) -> float:
         """Seconds until *state*'s job is polled next."""
-        if state.phase == "queued":
+        if state.phase is Phase.QUEUED:
             delay = self._queued_delay(state, now)
             top = self.queued_ceiling
         else:
@@ -391,14 +296,14 @@ class AdaptivePolling:
 
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""
-        if state.phase == "running":
+        if state.phase is Phase.RUNNING:
             if state.just_started and self._drain and state.position_at is not None:
                 self._refine_start(state, now)
             elapsed = state.elapsed(now) / state.scale
             self._model(state.key).add_exposure(state.credited, elapsed)
             state.credited = max(state.credited, elapsed)
         elif (
-            state.phase == "queued"
+            state.phase is Phase.QUEUED
             and state.position is not None
             and state.previous_position is not None
             and state.position_at is not None

@@ -135,6 +135,11 @@ class RetryPolicy:
             jitter"), so that many clients do not retry in step.
         max_retry_after: The longest ``Retry-After`` the client will honour;
             longer hints are capped to this.
+        timeout: The total time budget, in seconds, of one call's retries
+            (None: no budget). A retry whose wait would end past it is not
+            made; the last error is raised instead. A job's polls share one
+            such budget across a run of failures, so a server that stops
+            answering costs a job minutes, not hours.
 
     """
 
@@ -146,6 +151,9 @@ class RetryPolicy:
         default=1.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
     )
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
+    timeout: float | None = attrs.field(
+        default=120.0, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -5,6 +5,7 @@
     RunComfyError                       base of everything raised here
     ├── ValidationError (ValueError)    bad input, raised before any network call
     ├── ClientClosedError (RuntimeError) the client was used outside ``async with``
+    ├── MissingTokenError               no API token was given or found; nothing was sent
     ├── APIError                        the server answered with an error
     │   ├── AuthenticationError         401 / 400004 / 401001: token missing or revoked
     │   ├── InsufficientBalanceError    402 / 400002: top up the account
@@ -17,6 +18,7 @@
     │   └── ProtocolError               an answer this library cannot understand
     ├── TransportError                  no usable answer (connection, timeout)
     │   ├── ConnectError                the request provably never left this host
+    │   │   └── APIUnreachableError     the API host cannot be reached: no job is sent
     │   └── RequestTimeoutError (TimeoutError)
     ├── SubmissionUncertainError        a paid submit may or may not have created a job
     ├── DownloadError                   an output file could not be fetched
@@ -103,6 +105,10 @@ class ClientClosedError(RunComfyError, RuntimeError):
     """The client is not open: use it inside ``async with`` and only once."""
 
 
+class MissingTokenError(RunComfyError):
+    """No API token was given or found in the environment; no server was asked."""
+
+
 class APIError(RunComfyError):
     """The server answered, and the answer was an error."""
 
@@ -149,7 +155,18 @@ class ServerError(APIError):
 
 
 class ProtocolError(APIError):
-    """The server's answer does not fit the API contract."""
+    """The server's answer does not fit the API contract.
+
+    Attributes:
+        retryable: False when asking again cannot help (a well-formed answer
+            with a status word this library does not know); True for answers
+            that look broken in transit (a cut or garbled body).
+
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retryable = retryable
 
 
 class TransportError(RunComfyError):
@@ -171,6 +188,16 @@ class ConnectError(TransportError):
 
     def __init__(self, message: str, **kw: Any) -> None:
         super().__init__(message, sent=False, **kw)
+
+
+class APIUnreachableError(ConnectError):
+    """The API host could not be reached at all, so no job was (or will be) sent.
+
+    Raised for the first submit that found the host unreachable after its
+    retries, and for every job that was waiting behind it: a client stops
+    sending once it knows the API is out of reach, rather than failing one
+    job at a time.
+    """
 
 
 class RequestTimeoutError(TransportError, TimeoutError):

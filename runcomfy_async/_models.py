@@ -207,7 +207,12 @@ class Submission:
 
 @attrs.frozen
 class Pending:
-    """Created locally and waiting for capacity: not sent, not billed."""
+    """Created locally and not accepted yet: not sent (or on its way), not billed."""
+
+
+@attrs.frozen
+class Accepted:
+    """Accepted by the server (so billed, or about to be), not yet seen by a poll."""
 
 
 @attrs.frozen
@@ -293,7 +298,7 @@ class Cancelled:
     """Cancelled before it ran."""
 
 
-JobStatus: TypeAlias = Pending | Queued | Running | Completed | Succeeded | Failed | Cancelled
+JobStatus: TypeAlias = Pending | Accepted | Queued | Running | Completed | Succeeded | Failed | Cancelled
 """Every state a job can be seen in."""
 
 TERMINAL_STATES: Final = (Completed, Succeeded, Failed, Cancelled)

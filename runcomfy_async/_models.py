@@ -277,6 +277,45 @@ class JobResult:
         seconds = (self.finished_at - self.created_at).total_seconds()
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
+    def to_json(self) -> dict[str, Any]:
+        """Return the result as a JSON object (what :meth:`from_json` reads back).
+
+        Times are ISO 8601 strings; the output object is kept as sent.
+        """
+        return {
+            "request_id": self.request_id,
+            "model_id": self.model_id,
+            "video_url": self.video_url,
+            "video_urls": list(self.video_urls),
+            "image_urls": list(self.image_urls),
+            "urls": list(self.urls),
+            "output": dict(self.output),
+            "created_at": None if self.created_at is None else self.created_at.isoformat(),
+            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
+            "cost": self.cost,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobResult:
+        """Rebuild a result written by :meth:`to_json`."""
+
+        def when(key: str) -> datetime | None:
+            value = data.get(key)
+            return None if value is None else datetime.fromisoformat(value)
+
+        cost = data.get("cost")
+        return cls(
+            request_id=str(data["request_id"]),
+            video_urls=tuple(data.get("video_urls") or ()),
+            image_urls=tuple(data.get("image_urls") or ()),
+            urls=tuple(data.get("urls") or ()),
+            output=dict(data.get("output") or {}),
+            model_id=data.get("model_id"),
+            created_at=when("created_at"),
+            finished_at=when("finished_at"),
+            cost=None if cost is None else float(cost),
+        )
+
 
 @attrs.frozen
 class Succeeded:

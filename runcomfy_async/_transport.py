@@ -5,9 +5,24 @@ our transport errors. Everything aiohttp can raise is translated here, in one
 place, and the translation keeps the one fact a paid submit depends on: did
 the request provably never leave this host (``sent=False``)?
 
-It also keeps the token where it belongs: the ``Authorization`` header is
-added per request, only for paths under the API base URL, and redirects are
-never followed (a redirect could carry the header to another host).
+It also keeps the token where it belongs:
+
+* Two sessions. The API session carries ``Authorization`` as a session
+  default, so no frame on the request path holds the token in a local (a
+  traceback with locals, as pytest ``--showlocals`` or an error tracker
+  records it, shows nothing); it only ever sends to ``base_url + path`` and
+  never follows a redirect (a redirect could carry the header elsewhere).
+  Public files (outputs) go through a second session that has no credentials
+  at all.
+* No foreign exception is chained. aiohttp's ``ClientResponseError`` keeps
+  the request's headers, the token among them, in ``request_info``; our
+  errors are raised outside the ``except`` block, so neither ``__cause__``
+  nor ``__context__`` reaches it, and their messages are masked.
+* Masking is for text that leaves the library: :meth:`Transport.redact` goes
+  with each :class:`~._wire.Reply` to the wire layer, which masks the token
+  in the messages it builds from a body. The body itself, which is parsed, is
+  never changed (a token that happens to occur in an answer must not
+  corrupt it).
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ import asyncio
 import json
 import platform
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -40,19 +55,20 @@ def user_agent() -> str:
     )
 
 
-def _masked(body: bytes, token: Secret) -> bytes:
-    # A proxy or debugging gateway may echo our headers into its body, which
-    # would carry the token into error messages and logs.
-    secret = token.reveal().encode()
-    return body.replace(secret, b"***") if secret and secret in body else body
-
-
-def _translated(exc: BaseException, method: str, target: str, host: str | None = None) -> Exception:
+def _translated(
+    exc: BaseException,
+    method: str,
+    target: str,
+    host: str | None = None,
+    redact: Callable[[str], str] = str,
+) -> TransportError:
     """Turn an aiohttp failure into one of our transport errors, in one place.
 
     The distinction that matters for a paid submit is kept: a failure to
     connect means the request never left (``ConnectError``, ``sent=False``);
-    anything later may have reached the server.
+    anything later may have reached the server. The caller raises the result
+    *outside* its ``except`` block, so that the aiohttp error (which may hold
+    the request headers) is neither the cause nor the context of ours.
     """
     where = host or target
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -61,10 +77,18 @@ def _translated(exc: BaseException, method: str, target: str, host: str | None =
         return ConnectError(f"cannot connect to {where}: {exc.os_error}")
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         return RequestTimeoutError(f"{method} {target} timed out waiting for the answer")
-    return TransportError(f"{method} {target} failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its str is safe by design (status, message, URL), but the message
+        # quotes the server's bytes, which a hostile peer could fill.
+        what = f"a malformed answer: {exc.message}" if exc.message else f"HTTP {exc.status}"
+    else:
+        what = str(exc) or "no detail"
+    return TransportError(redact(f"{method} {target} failed: {type(exc).__name__}: {what}"))
 
 
 _AIOHTTP_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
+
+_JSON_BODY: Final = {"Content-Type": "application/json"}
 
 
 async def _read_whole(response: aiohttp.ClientResponse) -> bytes:
@@ -88,10 +112,11 @@ async def _read_whole(response: aiohttp.ClientResponse) -> bytes:
 class PublicBody:
     """An open answer from a public host: status, size and the streamed body."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "_url")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
         self._response = response
+        self._url = url
 
     @property
     def status(self) -> int:
@@ -107,16 +132,25 @@ class PublicBody:
     def location(self) -> str | None:
         """Where a redirect points, resolved against the request URL."""
         target = self._response.headers.get("Location")
-        return str(self._response.url.join(URL(target))) if target else None
+        if not target:
+            return None
+        try:
+            return str(self._response.url.join(URL(target)))
+        except ValueError:
+            return None  # unreadable: the caller treats the answer as an error
 
-    async def chunks(self, size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Yield the body in chunks of at most *size* bytes."""
-        async for chunk in self._response.content.iter_chunked(size):
-            yield chunk
+    async def read(self, size: int = 1 << 16) -> bytes:
+        """Return the next at most *size* bytes of the body; ``b""`` at its end."""
+        error: TransportError | None = None
+        try:
+            return await self._response.content.read(size)
+        except _AIOHTTP_FAILURES as exc:
+            error = _translated(exc, "GET", self._url)
+        raise error
 
 
 class Transport:
-    """One pooled aiohttp session bound to one API base URL and token."""
+    """Pooled sessions bound to one API base URL and token (and none for public files)."""
 
     def __init__(
         self,
@@ -131,16 +165,11 @@ class Transport:
         self._timeouts = timeouts
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._headers: Final = {
-            "Accept": "application/json",
-            "User-Agent": user_agent(),
-        }
-        # Built once, not per request: every exchange sends the same ones.
-        self._api_headers = {**self._headers, "Authorization": f"Bearer {token.reveal()}"}
-        self._json_headers = {**self._api_headers, "Content-Type": "application/json"}
+        self._public: aiohttp.ClientSession | None = None
+        self._user_agent: Final = user_agent()
 
     def __reduce__(self) -> tuple[object, ...]:
-        # It holds the token in its headers: never write it to a pickle.
+        # It holds the token (and a session that sends it): never pickle it.
         raise TypeError("a Transport cannot be pickled")
 
     def __repr__(self) -> str:
@@ -152,18 +181,29 @@ class Transport:
         """The API's base URL, without ``/v1``."""
         return self._base_url
 
+    def redact(self, text: str) -> str:
+        """Return *text* with the token masked: for text that leaves the library.
+
+        A proxy or debugging gateway may echo our headers into its answer;
+        messages built from answers pass through here. Never used on data
+        that is parsed.
+        """
+        secret = self._token.reveal()
+        return text.replace(secret, "***") if secret and secret in text else text
+
     async def open(self) -> None:
-        """Create the connection pool (inside the running event loop)."""
+        """Create the API connection pool (inside the running event loop)."""
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=self._max_connections,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=sys.version_info < (3, 12, 7),
-        )
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=self._connector(),
+            # Session defaults, never a per-call dict: no frame on the request
+            # path holds the token, so a traceback with locals shows nothing.
+            headers={
+                "Accept": "application/json",
+                "User-Agent": self._user_agent,
+                "Authorization": f"Bearer {self._token.reveal()}",
+            },
             timeout=aiohttp.ClientTimeout(
                 total=self._timeouts.total,
                 sock_connect=self._timeouts.connect,
@@ -176,11 +216,40 @@ class Transport:
             json_serialize=json.dumps,
         )
 
+    def _connector(self) -> aiohttp.TCPConnector:
+        return aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=sys.version_info < (3, 12, 7),
+        )
+
+    def _public_session(self) -> aiohttp.ClientSession:
+        """Return the session for public files: no credentials; made on first use."""
+        if self._session is None:
+            raise TransportError("the transport is closed", sent=False)
+        if self._public is None:
+            self._public = aiohttp.ClientSession(
+                connector=self._connector(),
+                headers={"User-Agent": self._user_agent},
+                timeout=aiohttp.ClientTimeout(
+                    # A file may be large: the caller bounds the whole download.
+                    total=None,
+                    sock_connect=self._timeouts.connect,
+                    sock_read=self._timeouts.read,
+                ),
+                raise_for_status=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._public
+
     async def close(self) -> None:
         """Close every pooled connection."""
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        public, self._public = self._public, None
+        for pool in (session, public):
+            if pool is not None:
+                await pool.close()
 
     @asynccontextmanager
     async def fetch_public(self, url: str) -> AsyncIterator[PublicBody]:
@@ -190,20 +259,19 @@ class Transport:
         handed back (``status`` 3xx and ``location``) so that it can check the
         next host too. The body is streamed, never held whole.
         """
-        session = self._session
-        if session is None:
-            raise TransportError("the transport is closed", sent=False)
-        headers = {"User-Agent": self._headers["User-Agent"]}
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
-        )
+        session = self._public_session()
+        error: TransportError | None = None
         try:
-            async with session.get(
-                url, headers=headers, allow_redirects=False, timeout=timeout
-            ) as response:
-                yield PublicBody(response)
+            response = await session.get(url, allow_redirects=False)
         except _AIOHTTP_FAILURES as exc:
-            raise _translated(exc, "GET", url) from exc
+            error = _translated(exc, "GET", url)
+        if error is not None:
+            raise error
+        # Read errors are translated by PublicBody.read, in the reader's frame:
+        # translated here they would be raised while the caller's ``async
+        # with`` handles the aiohttp error, and would chain to it.
+        async with response:
+            yield PublicBody(response, url)
 
     async def request(
         self,
@@ -217,19 +285,17 @@ class Transport:
         session = self._session
         if session is None:
             raise TransportError("the transport is closed", sent=False)
-        headers = self._api_headers
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
-            headers = self._json_headers
-        url = self._base_url + path
+        error: TransportError | None = None
         try:
             async with session.request(
                 method,
-                url,
+                self._base_url + path,
                 data=data,
                 params=params,
-                headers=headers,
+                headers=_JSON_BODY if data is not None else None,
                 allow_redirects=False,
             ) as response:
                 if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
@@ -238,16 +304,18 @@ class Transport:
                         status=response.status,
                     )
                 raw = await _read_whole(response)
-                raw = _masked(raw, self._token)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 reply_headers = {"Retry-After": retry_after} if retry_after is not None else {}
         except _AIOHTTP_FAILURES as exc:
-            raise _translated(exc, method, path, self._base_url) from exc
+            error = _translated(exc, method, path, self._base_url, self.redact)
+        if error is not None:
+            # Raised here, outside the except block: see _translated.
+            raise error
         if 300 <= status < 400:
             raise ProtocolError(
                 f"{method} {path} answered a redirect ({status}); redirects are not "
                 "followed, so the token stays with the API host",
                 status=status,
             )
-        return Reply(status, raw, reply_headers)
+        return Reply(status, raw, reply_headers, redact=self.redact)

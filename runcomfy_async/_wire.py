@@ -9,7 +9,7 @@ into the closed set of types in :mod:`._models`, or into one of the errors of
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
 from urllib.parse import quote
@@ -77,13 +77,22 @@ _BY_STATUS: Final[Mapping[int, type[APIError]]] = {
 }
 
 
+def _unchanged(text: str) -> str:
+    return text
+
+
 @attrs.frozen
 class Reply:
-    """One HTTP answer, as the transport hands it over."""
+    """One HTTP answer, as the transport hands it over.
+
+    *redact* masks secrets in text built from the body for an error message;
+    the body itself is parsed as it came.
+    """
 
     status: int
     body: bytes
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    redact: Callable[[str], str] = attrs.field(default=_unchanged, repr=False, eq=False)
 
 
 # -- paths -------------------------------------------------------------------
@@ -133,9 +142,11 @@ def encode_request(request: ImageToVideo | ModelRequest) -> tuple[str, dict[str,
 # -- answers -----------------------------------------------------------------
 
 
-def _snippet(body: bytes) -> str:
-    text = body.decode("utf-8", errors="replace").strip()
-    text = " ".join(text.split())
+def _snippet(reply: Reply) -> str:
+    """Return the start of a body for an error message: whitespace folded, secrets masked."""
+    text = reply.body.decode("utf-8", errors="replace").strip()
+    # Masked before it is cut, so that a cut cannot split a secret in two.
+    text = reply.redact(" ".join(text.split()))
     return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + "..."
 
 
@@ -177,10 +188,10 @@ def error_from(
         return None
     if isinstance(data, dict):
         message = data.get("error_message") or data.get("message") or data.get("error")
-        message = str(message) if message else f"HTTP {reply.status}"
+        message = reply.redact(str(message)) if message else f"HTTP {reply.status}"
         detail = data.get("detail")
     else:
-        message = _snippet(reply.body) or f"HTTP {reply.status}"
+        message = _snippet(reply) or f"HTTP {reply.status}"
         detail = None
     cls: type[APIError]
     if code is not None and code in _BY_CODE:
@@ -227,10 +238,21 @@ def _checked(
         raise error
     if not isinstance(data, dict):
         raise ProtocolError(
-            f"{what} answer is not a JSON object: {_snippet(reply.body)!r}",
+            f"{what} answer is not a JSON object: {_snippet(reply)!r}",
             status=reply.status,
             request_id=request_id,
         )
+    if request_id is not None:
+        # An answer about another job must not be taken for this one's (its
+        # id would name files, and a poll's outcome would land on the wrong job).
+        answered = data.get("request_id")
+        if answered is not None and answered != request_id:
+            raise ProtocolError(
+                f"{what} answer is about another job: request_id "
+                f"{reply.redact(repr(answered)[:SNIPPET_CHARS])}",
+                status=reply.status,
+                request_id=request_id,
+            )
     return data
 
 
@@ -238,7 +260,7 @@ def _state_word(data: Mapping[str, Any], what: str, reply: Reply, rid: str | Non
     raw = data.get("status")
     if not isinstance(raw, str) or not raw.strip():
         raise ProtocolError(
-            f"{what} answer has no status: {_snippet(reply.body)!r}",
+            f"{what} answer has no status: {_snippet(reply)!r}",
             status=reply.status,
             request_id=rid,
         )
@@ -267,7 +289,7 @@ def parse_submission(reply: Reply) -> Submission:
     rid = data.get("request_id")
     if not isinstance(rid, str) or not rid:
         raise ProtocolError(
-            f"submit answer has no request_id: {_snippet(reply.body)!r}", status=reply.status
+            f"submit answer has no request_id: {_snippet(reply)!r}", status=reply.status
         )
 
     def url(key: str) -> str | None:
@@ -348,13 +370,13 @@ def parse_cancel(reply: Reply, request_id: str) -> CancelOutcome:
         # Neither word: this is no cancel answer (a broken body), and reading
         # it as "not cancelled" would misreport a cancel that took effect.
         raise ProtocolError(
-            f"cancel answer has no status or outcome: {_snippet(reply.body)!r}",
+            f"cancel answer has no status or outcome: {_snippet(reply)!r}",
             status=reply.status,
             request_id=request_id,
         )
     cancelled = outcome_word in _CANCELLED or status_word in _CANCELLED
     return CancelOutcome(
-        request_id=str(data.get("request_id") or request_id),
+        request_id=request_id,
         cancelled=cancelled,
         status="cancelled" if status_word in _CANCELLED else status_word,
         outcome=outcome if isinstance(outcome, str) else None,
@@ -400,7 +422,7 @@ def _job_result(data: Mapping[str, Any], request_id: str) -> JobResult:
     cost = data.get("cost")
     model_id = data.get("model_id")
     return JobResult(
-        request_id=str(data.get("request_id") or request_id),
+        request_id=request_id,
         video_urls=_named_urls(output, "video", "videos"),
         image_urls=_named_urls(output, "image", "images"),
         urls=tuple(dict.fromkeys(_urls(output))),

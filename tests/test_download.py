@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 
-from runcomfy_async import DownloadError, ImageToVideo, Limits, RetryPolicy, RunComfy
-from runcomfy_async._download import file_name, host_allowed
+from runcomfy_async import DownloadError, ImageToVideo, JobResult, Limits, RetryPolicy, RunComfy
+from runcomfy_async._download import download, file_name, host_allowed, safe_name
 from runcomfy_async.testing import FakeRunComfy
 
 SCALE = 0.001
@@ -118,3 +120,200 @@ async def test_redirects_off_the_list_are_refused_and_5xx_retried(tmp_path, serv
     assert b"video-bytes" == path.read_bytes()
     assert 2 == hits["flaky"]
     assert not (tmp_path / "a.mp4").exists()
+
+
+# -- names from the server never leave the folder (issue #9, item 1) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("../../escaped", "escaped", id="parent"),
+        pytest.param("/somewhere/escaped", "somewhereescaped", id="absolute"),
+        pytest.param("..", "", id="dotdot"),
+        pytest.param("a/../b\\c.mp4", "a..bc.mp4", id="separators"),
+        pytest.param("C:evil.mp4", "Cevil.mp4", id="drive"),
+        pytest.param("con.mp4", "_con.mp4", id="windows-device"),
+        pytest.param("v\x00ideo.mp4", "video.mp4", id="nul"),
+        pytest.param("vidéo.mp4", "vido.mp4", id="non-ascii"),
+        pytest.param("x" * 300 + ".mp4", "x" * 196 + ".mp4", id="too-long"),
+    ],
+)
+def test_safe_name(raw, expected):
+    """One sanitiser for every name: one plain segment, or nothing."""
+    assert expected == safe_name(raw)
+
+
+@pytest.mark.parametrize("fallback", ["../../escaped.mp4", "/somewhere/escaped.mp4", "..", ""])
+def test_the_fallback_name_is_sanitised_too(fallback):
+    """A URL whose name sanitises to nothing falls back to a name that is sanitised as well."""
+    name = file_name("https://h/files/%3F%3F", fallback)
+    assert name
+    assert name == safe_name(name)
+    assert "/" not in name
+    assert not name.startswith(".")
+
+
+def file_host(body: bytes = b"video-bytes"):
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    return handler
+
+
+def result_for(url: str, request_id: str) -> JobResult:
+    return JobResult(request_id=request_id, video_urls=(url,), urls=(url,))
+
+
+@pytest.mark.parametrize("request_id", ["../../escaped", "ABSOLUTE/escaped"])
+async def test_a_hostile_request_id_cannot_move_the_file(tmp_path, serving, request_id):
+    """The fallback name (from the request id) stays inside the target folder."""
+    folder = tmp_path / "a" / "b" / "out"
+    folder.mkdir(parents=True)
+    request_id = request_id.replace("ABSOLUTE", str(tmp_path / "abs"))
+    (tmp_path / "abs").mkdir()
+
+    async with serving(file_host()) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            path = await client.download(result_for(f"{base}/files/%3F%3F", request_id), folder)
+
+    assert folder == path.parent
+    assert b"video-bytes" == path.read_bytes()
+    everything = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert [path] == everything
+
+
+async def test_the_one_function_names_the_file_from_a_result(tmp_path, serving):
+    """download() takes a result and a folder and picks the (safe) name itself."""
+    async with serving(file_host()) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            by_url = await download(
+                client._transport,
+                result_for(f"{base}/v/clip%20one.mp4", "r1"),
+                tmp_path,
+                allowed=("127.0.0.1",),
+                retry=RetryPolicy(attempts=1),
+            )
+            by_id = await download(
+                client._transport,
+                result_for(f"{base}/v/%2E%2E", "../r2"),
+                tmp_path,
+                allowed=("127.0.0.1",),
+                retry=RetryPolicy(attempts=1),
+            )
+    assert (tmp_path / "clipone.mp4", tmp_path / "r2.mp4") == (by_url, by_id)
+
+
+# -- partial files and links (issue #9, item 2) -------------------------------------------------
+
+
+async def test_a_planted_part_link_is_not_followed(tmp_path, serving):
+    """A symlink planted at the old partial name is neither followed nor needed."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "clip.mp4.part").symlink_to(victim)
+
+    async with serving(file_host()) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            path = await client.download(f"{base}/clip.mp4", folder)
+
+    assert b"precious" == victim.read_bytes()
+    assert (folder / "clip.mp4", b"video-bytes") == (path, path.read_bytes())
+    assert not path.is_symlink()
+    assert {"clip.mp4", "clip.mp4.part"} == {p.name for p in folder.iterdir()}
+
+
+async def test_a_link_at_the_destination_is_never_followed(tmp_path, serving):
+    """Without overwrite a planted link counts as a file; with it, the link itself is replaced."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "clip.mp4").symlink_to(victim)
+    (folder / "dangling.mp4").symlink_to(tmp_path / "nowhere.txt")
+
+    async with serving(file_host()) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            for name in ("clip.mp4", "dangling.mp4"):
+                with pytest.raises(DownloadError, match="exists"):
+                    await client.download(f"{base}/{name}", folder)
+            path = await client.download(f"{base}/clip.mp4", folder, overwrite=True)
+
+    assert b"precious" == victim.read_bytes()
+    assert not (tmp_path / "nowhere.txt").exists()
+    assert not path.is_symlink()
+    assert b"video-bytes" == path.read_bytes()
+    assert {"clip.mp4", "dangling.mp4"} == {p.name for p in folder.iterdir()}
+
+
+# -- a deadline and a size cap (issue #9, item 3) ------------------------------------------------
+
+
+async def fetch(client, url, dest, **options):
+    return await download(
+        client._transport,
+        url,
+        dest,
+        allowed=("127.0.0.1",),
+        retry=RetryPolicy(attempts=3, initial=0.001, maximum=0.002),
+        **options,
+    )
+
+
+async def test_a_trickling_download_ends_at_its_deadline(tmp_path, serving):
+    """A stream that never ends (a byte every few ms) is stopped by the total deadline."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while True:
+            await response.write(b"x")
+            await asyncio.sleep(0.005)
+
+    async with serving(trickle) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            with pytest.raises(DownloadError, match="deadline"):
+                await fetch(client, f"{base}/slow.mp4", tmp_path, timeout=0.1)
+
+    assert [] == list(tmp_path.iterdir())
+
+
+async def test_an_announced_size_above_the_cap_is_refused_unread(tmp_path, serving):
+    """A Content-Length above the cap is refused before a byte is written, and not retried."""
+    hits = []
+
+    async def big(_request: web.Request) -> web.Response:
+        hits.append(1)
+        return web.Response(body=b"x" * 5000)
+
+    async with serving(big) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            with pytest.raises(DownloadError, match="4096"):
+                await fetch(client, f"{base}/big.mp4", tmp_path, max_bytes=4096)
+    assert [1] == hits
+    assert [] == list(tmp_path.iterdir())
+
+
+async def test_a_stream_past_the_cap_is_cut_and_removed(tmp_path, serving):
+    """A body of no announced size is cut as it passes the cap; nothing is left behind."""
+    hits = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        hits.append(1)
+        response = web.StreamResponse()  # chunked: no Content-Length
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b"x" * 1024)
+        await response.write_eof()
+        return response
+
+    async with serving(endless) as base, FakeRunComfy(time_scale=SCALE) as fake:
+        async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
+            with pytest.raises(DownloadError, match="4096"):
+                await fetch(client, f"{base}/big.mp4", tmp_path, max_bytes=4096)
+            ok = await fetch(client, f"{base}/ok.mp4", tmp_path, max_bytes=100 * 1024)
+    assert [1, 1] == hits
+    assert [ok] == list(tmp_path.iterdir())
+    assert 100 * 1024 == ok.stat().st_size

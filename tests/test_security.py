@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import pickle
 import traceback
 
 import pytest
+from _security_helpers import (
+    OTHER_TOKEN,
+    TOKEN,
+    assert_nothing_shows,
+    assert_token_absent,
+    exception_chain,
+    raw_http_server,
+)
 from aiohttp import web
 from conftest import fast_retry_policy
 
@@ -25,12 +34,12 @@ from runcomfy_async import (
     RunComfyError,
     SubmissionUncertainError,
     Succeeded,
+    TransportError,
 )
 from runcomfy_async._config import Secret
+from runcomfy_async._wire import Reply, parse_cancel, parse_result, parse_status
 from runcomfy_async.testing import FakeRunComfy, Fixed, ManualClock
 
-TOKEN = "rc-SECRET-7f3a9c2e1b5d"
-OTHER_TOKEN = "rc-REVOKED-0d9e8f7a6b"
 GENERIC = "acme/generic/text-to-video"
 SEED = "bytedance/dreamina-3-0/pro/image-to-video"
 API_KINDS = frozenset({"submit", "status", "result", "cancel"})
@@ -247,3 +256,84 @@ async def test_redirects_are_not_followed(code, serving):
     assert [] == elsewhere
     assert code == status_error.value.status
     assert isinstance(submit_error.value.__cause__, ProtocolError)
+
+
+# -- a malformed HTTP answer: the whole chain, attributes and locals ----------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"garbage\r\n\r\n", id="bad-status-line"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}", id="bad-length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-Echo: a\x00{token}\r\nContent-Length: 2\r\n\r\n{}",
+            id="echoed-in-bad-header",
+        ),
+    ],
+)
+async def test_malformed_http_answer_leaves_no_token_anywhere(answer, caplog):
+    """No exception of the chain, no attribute and no traceback local holds the token."""
+    caplog.set_level(logging.DEBUG)
+    async with raw_http_server(answer) as base_url, opened(base_url) as client:
+        with pytest.raises(SubmissionUncertainError) as uncertain:
+            await client.api.submit(ModelRequest(GENERIC, {"prompt": "a cat"}))
+        with pytest.raises(RunComfyError) as failed:
+            await client.api.status("r")
+
+    for error in (uncertain.value, failed.value):
+        assert_nothing_shows(error)
+        chain = list(exception_chain(error))
+        assert all(isinstance(e, RunComfyError) for e in chain), chain
+    assert isinstance(uncertain.value.__cause__, TransportError)
+    assert "answer" in str(uncertain.value.__cause__)
+    for record in caplog.records:
+        assert_token_absent(logging.Formatter("%(message)s").format(record))
+
+
+# -- masking: only text that leaves the library (issue #6, defect 4) -------------------------
+
+
+async def test_a_token_that_occurs_in_answers_does_not_change_them():
+    """A short token found inside answers is not masked in the data that is parsed."""
+    token = "_id"  # occurs in every answer ("request_id")
+    async with FakeRunComfy(token=token, time_scale=0.001, run_time=Fixed(1.0)) as fake:
+        async with opened(fake.base_url, token=token) as client:
+            submission = await client.api.submit(ModelRequest(GENERIC, {"prompt": "a cat"}))
+            state = await client.api.status(submission.request_id)
+        assert submission.request_id in fake.jobs
+    assert not isinstance(state, RunComfyError)
+
+
+async def test_a_token_echoed_in_an_error_message_is_masked(serving):
+    """The token is masked where an answer becomes an error message, JSON or not."""
+
+    async def echo(request):
+        sent = request.headers["Authorization"]
+        return web.json_response(
+            {"error_code": 422001, "error_message": f"bad: {sent}"}, status=422
+        )
+
+    async with serving(echo) as base_url, opened(base_url) as client:
+        with pytest.raises(InputRejectedError) as info:
+            await client.api.status("r")
+
+    assert_nothing_shows(info.value, with_locals=False)
+    assert "bad: Bearer ***" == info.value.message
+
+
+# -- a server's request id never names another job, nor a file ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["status", "result", "cancel"])
+@pytest.mark.parametrize("foreign", ["other-job", "../../escaped", "/somewhere/escaped"])
+def test_an_answer_about_another_job_is_a_protocol_error(kind, foreign):
+    """An answer whose request_id is not the job's own is refused, not believed."""
+    body = {"request_id": foreign, "status": "succeeded", "outcome": "cancelled"}
+    body["output"] = {"video": "https://runcomfy.net/v.mp4"}
+    parse = {"status": parse_status, "result": parse_result, "cancel": parse_cancel}[kind]
+
+    with pytest.raises(ProtocolError, match="request_id") as info:
+        parse(Reply(200, json.dumps(body).encode()), "job-1")
+
+    assert "job-1" == info.value.request_id

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import API
 from ._client import RunComfy
+from ._clock import Clock, RealClock, TimerHandle, VirtualClock
 from ._config import DEFAULT_BASE_URL, Limits, RetryPolicy, Timeouts
 from ._errors import (
     APIError,
+    APIUnreachableError,
     AuthenticationError,
     ClientClosedError,
     ConnectError,
@@ -28,7 +30,10 @@ from ._errors import (
     JobCancelledError,
     JobError,
     JobFailedError,
+    JobRunningOnError,
     JobTimeoutError,
+    JournalError,
+    MissingTokenError,
     ModelNotFoundError,
     NotFoundError,
     PermissionDeniedError,
@@ -50,9 +55,11 @@ from ._events import (
     RequestRetried,
     Stats,
 )
-from ._job import Job
+from ._job import Job, Outcome
+from ._journal import Journal, JournalRecord, NullJournal, SQLiteJournal
 from ._models import (
     DREAMINA_I2V_MODEL_ID,
+    Accepted,
     Cancelled,
     CancelOutcome,
     Completed,
@@ -75,11 +82,14 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DREAMINA_I2V_MODEL_ID",
     "APIError",
+    "APIUnreachableError",
+    "Accepted",
     "AdaptivePolling",
     "AuthenticationError",
     "CancelOutcome",
     "Cancelled",
     "ClientClosedError",
+    "Clock",
     "Completed",
     "ConnectError",
     "DownloadError",
@@ -96,14 +106,21 @@ __all__ = [
     "JobFailedError",
     "JobFinished",
     "JobResult",
+    "JobRunningOnError",
     "JobStatus",
     "JobStatusChanged",
     "JobSubmitted",
     "JobTimeoutError",
+    "Journal",
+    "JournalError",
+    "JournalRecord",
     "Limits",
+    "MissingTokenError",
     "ModelNotFoundError",
     "ModelRequest",
     "NotFoundError",
+    "NullJournal",
+    "Outcome",
     "Pending",
     "PermissionDeniedError",
     "PollPolicy",
@@ -111,6 +128,7 @@ __all__ = [
     "ProtocolError",
     "Queued",
     "RateLimitedError",
+    "RealClock",
     "Request",
     "RequestRetried",
     "RequestTimeoutError",
@@ -118,14 +136,17 @@ __all__ = [
     "RunComfy",
     "RunComfyError",
     "Running",
+    "SQLiteJournal",
     "ServerError",
     "Stats",
     "Submission",
     "SubmissionUncertainError",
     "Succeeded",
     "Timeouts",
+    "TimerHandle",
     "TransportError",
     "ValidationError",
+    "VirtualClock",
 ]
 
 

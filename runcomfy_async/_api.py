@@ -1,6 +1,7 @@
 """The four API calls, each one exchange plus the retries that are safe.
 
-What may be repeated is decided in one place, :meth:`API._call`:
+What may be repeated is decided in one place, :func:`_retryable` (with
+:func:`_not_accepted` for the paid submit):
 
 ============================  ===================  ============================
 fault                         status/result/cancel submit (paid, no idempotency)
@@ -10,19 +11,28 @@ dropped or timed out          retry                SubmissionUncertainError
 429                           retry (Retry-After)  retry (not accepted)
 503                           retry                retry (not accepted)
 other 5xx, malformed answer   retry                SubmissionUncertainError
+unknown status word           raise at once        (not applicable)
 other 4xx                     raise                raise
 ============================  ===================  ============================
+
+Every retry goes through the one loop, :func:`~._retry.retrying`, bounded by
+attempts and by the policy's total time budget. A paid submit is shielded
+from cancellation only while its body may be on the wire (a lost answer is a
+billed job nobody knows of); waiting for a send slot, and the backoff between
+tries, are not shielded, so a submit that was not yet accepted can always be
+dropped at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, TypeVar
 
 import anyio
 
-from ._backoff import retry_delay
+from ._clock import Clock, RealClock
 from ._config import RetryPolicy
 from ._errors import (
     APIError,
@@ -38,14 +48,13 @@ from ._models import (
     CancelOutcome,
     Completed,
     Failed,
-    ImageToVideo,
-    ModelRequest,
     Queued,
     Running,
     Submission,
     Succeeded,
 )
 from ._ratelimit import Throttle
+from ._retry import retrying
 from ._transport import Transport
 from ._wire import (
     RESULT_PARAMS,
@@ -62,8 +71,16 @@ from ._wire import (
 )
 
 T = TypeVar("T")
+Kind = Literal["submit", "status", "result", "cancel"]
 
 _RETRYABLE = (RateLimitedError, ServerError, ProtocolError, TransportError)
+
+
+def _retryable(error: Exception) -> bool:
+    """Say whether an exchange that failed with *error* is worth another try."""
+    if isinstance(error, ProtocolError):
+        return error.retryable
+    return isinstance(error, _RETRYABLE)
 
 
 def _not_accepted(error: Exception) -> bool:
@@ -75,8 +92,54 @@ def _not_accepted(error: Exception) -> bool:
     return isinstance(error, ServerError) and error.status == 503
 
 
+def _hint(error: Exception) -> float | None:
+    return error.retry_after if isinstance(error, RateLimitedError) else None
+
+
+class Wire:
+    """Shields paid exchanges while they are on the wire; can cut them at a bound.
+
+    A submit's exchange runs in a shielded scope so that no cancellation loses
+    its answer. Closing a client waits for such exchanges, but not forever:
+    :meth:`cut` cancels them (their submits end as uncertain).
+    """
+
+    __slots__ = ("_cut", "_scopes")
+
+    def __init__(self) -> None:
+        self._scopes: set[anyio.CancelScope] = set()
+        self._cut = False
+
+    def __repr__(self) -> str:
+        return f"<Wire on_wire={len(self._scopes)}>"
+
+    @property
+    def busy(self) -> int:
+        """Paid exchanges on the wire now."""
+        return len(self._scopes)
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[anyio.CancelScope]:
+        """Shield one exchange; check ``cancelled_caught`` after the block."""
+        scope = anyio.CancelScope(shield=True)
+        if self._cut:
+            scope.cancel()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes.discard(scope)
+
+    def cut(self) -> None:
+        """Stop waiting for every shielded exchange, now and from now on."""
+        self._cut = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+
 class API:
-    """Single calls with safe retries, shared by the scheduler and by users."""
+    """Single calls with safe retries, shared by the engine and by users."""
 
     def __init__(
         self,
@@ -85,40 +148,73 @@ class API:
         retry: RetryPolicy,
         monitor: Monitor,
         *,
+        clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._transport = transport
         self._throttle = throttle
         self._retry = retry
         self._monitor = monitor
+        self._clock: Clock = clock if clock is not None else RealClock()
         self._rand = rand
+        self.wire = Wire()
 
     def __repr__(self) -> str:
         return f"<API {self._transport.base_url}>"
 
     async def submit(
-        self, request: ImageToVideo | ModelRequest, *, on_retry: Callable[[], None] | None = None
+        self,
+        request: Any,
+        *,
+        on_retry: Callable[[], None] | None = None,
     ) -> Submission:
         """Submit one job (paid). Never re-sent unless provably not accepted.
+
+        The body is built (a local image read and encoded) just before it is
+        sent, and dropped once the submit is answered.
 
         Raises:
             SubmissionUncertainError: The request went out and no clear answer
                 came back; a billed job may exist.
 
         """
-        model_id, body = encode_request(request)
-        return await self._call(
-            "submit",
-            "POST",
-            submit_path(model_id),
-            parse_submission,
-            body=body,
-            paid_model=model_id,
-            on_retry=on_retry,
-        )
+        model_id, body = await _encode(request)
+        path = submit_path(model_id)
+
+        async def once() -> Submission:
+            return await self._exchange(
+                "submit", "POST", path, parse_submission, body=body, paid=True
+            )
+
+        def retryable(error: Exception) -> bool:
+            return _not_accepted(error) and _retryable(error)
+
+        try:
+            return await retrying(
+                once,
+                policy=self._retry,
+                clock=self._clock,
+                retryable=retryable,
+                hint=_hint,
+                on_retry=self._retry_hook("submit", path, None, on_retry),
+                rand=self._rand,
+            )
+        except (APIError, TransportError) as error:
+            if _not_accepted(error) or not _retryable(error):
+                raise  # a clear "no": nothing was created
+            raise SubmissionUncertainError(
+                "the submit was sent but no clear answer came back, so a billed job "
+                "may exist; it was not re-sent (RunComfy has no idempotency key)",
+                model_id=model_id,
+                status=error.status,
+            ) from error
 
     async def status(
-        self, request_id: str, *, on_retry: Callable[[], None] | None = None
+        self,
+        request_id: str,
+        *,
+        on_retry: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> Queued | Running | Completed | Failed | Cancelled:
         """Fetch a job's status (``Completed`` means: ask :meth:`result`)."""
         return await self._call(
@@ -128,10 +224,15 @@ class API:
             lambda reply: parse_status(reply, request_id),
             request_id=request_id,
             on_retry=on_retry,
+            deadline=deadline,
         )
 
     async def result(
-        self, request_id: str, *, on_retry: Callable[[], None] | None = None
+        self,
+        request_id: str,
+        *,
+        on_retry: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> Queued | Running | Succeeded | Failed | Cancelled:
         """Fetch a job's outcome, or its current state if it is unfinished."""
         return await self._call(
@@ -142,10 +243,15 @@ class API:
             params=RESULT_PARAMS,
             request_id=request_id,
             on_retry=on_retry,
+            deadline=deadline,
         )
 
     async def cancel(
-        self, request_id: str, *, on_retry: Callable[[], None] | None = None
+        self,
+        request_id: str,
+        *,
+        on_retry: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> CancelOutcome:
         """Ask the server to cancel a job; only a queued job can be cancelled."""
         return await self._call(
@@ -155,62 +261,88 @@ class API:
             lambda reply: parse_cancel(reply, request_id),
             request_id=request_id,
             on_retry=on_retry,
+            deadline=deadline,
         )
 
-    async def _call(
+    def _retry_hook(
         self,
-        kind: str,
-        method: str,
+        kind: Kind,
         path: str,
-        parse: Callable[[Reply], T],
-        *,
-        body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
-        request_id: str | None = None,
-        paid_model: str | None = None,
-        on_retry: Callable[[], None] | None = None,
-    ) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._exchange(kind, method, path, parse, body=body, params=params)
-            except (APIError, TransportError) as exc:
-                error = exc
-            if error.request_id is None:
-                error.request_id = request_id
-            self._raise_unless_retryable(error, attempt, paid_model)
-            retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-            delay = retry_delay(attempt, self._retry, retry_after, self._rand)
+        request_id: str | None,
+        on_retry: Callable[[], None] | None,
+    ) -> Callable[[int, float, Exception], None]:
+        def hook(attempt: int, delay: float, error: Exception) -> None:
             self._monitor.retries += 1
             if on_retry is not None:
                 on_retry()
             logger.info(
                 "%s %s failed (%s); retry %d in %.2fs",
-                method,
+                kind,
                 path,
                 type(error).__name__,
                 attempt,
                 delay,
             )
             self._monitor.emit(RequestRetried(kind, attempt, delay, error, request_id))
-            await anyio.sleep(delay)
 
-    async def _exchange(
+        return hook
+
+    async def _call(
         self,
-        kind: str,
+        kind: Kind,
         method: str,
         path: str,
         parse: Callable[[Reply], T],
         *,
-        body: Mapping[str, Any] | None,
-        params: Mapping[str, str] | None,
+        params: Mapping[str, str] | None = None,
+        request_id: str,
+        on_retry: Callable[[], None] | None,
+        deadline: float | None,
+    ) -> T:
+        async def once() -> T:
+            try:
+                return await self._exchange(kind, method, path, parse, params=params)
+            except (APIError, TransportError) as error:
+                if error.request_id is None:
+                    error.request_id = request_id
+                raise
+
+        return await retrying(
+            once,
+            policy=self._retry,
+            clock=self._clock,
+            retryable=_retryable,
+            hint=_hint,
+            on_retry=self._retry_hook(kind, path, request_id, on_retry),
+            deadline=deadline,
+            rand=self._rand,
+        )
+
+    async def _exchange(
+        self,
+        kind: Kind,
+        method: str,
+        path: str,
+        parse: Callable[[Reply], T],
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        paid: bool = False,
     ) -> T:
         """Send once through the throttle, feed the answer back to it, parse it."""
         ticket = await self._throttle.acquire()
         try:
             self._monitor.requests[kind] += 1
-            reply = await self._transport.request(method, path, body=body, params=params)
+            if paid:
+                reply: Reply | None = None
+                with self.wire.shielded():
+                    reply = await self._transport.request(method, path, body=body, params=params)
+                if reply is None:
+                    raise TransportError(
+                        f"{method} {path}: stopped waiting for the answer (the client closed)"
+                    )
+            else:
+                reply = await self._transport.request(method, path, body=body, params=params)
         finally:
             self._throttle.release()
         try:
@@ -227,17 +359,10 @@ class API:
         self._throttle.on_success(ticket)
         return value
 
-    def _raise_unless_retryable(
-        self, error: APIError | TransportError, attempt: int, paid_model: str | None
-    ) -> None:
-        if paid_model is not None and not _not_accepted(error):
-            if not isinstance(error, _RETRYABLE):
-                raise error  # a clear 4xx: nothing was created
-            raise SubmissionUncertainError(
-                "the submit was sent but no clear answer came back, so a billed job "
-                "may exist; it was not re-sent (RunComfy has no idempotency key)",
-                model_id=paid_model,
-                status=error.status,
-            ) from error
-        if not isinstance(error, _RETRYABLE) or attempt >= self._retry.attempts:
-            raise error
+
+async def _encode(request: Any) -> tuple[str, dict[str, Any]]:
+    """Build a request's submit body now (a file-backed image is read here)."""
+    encode = getattr(request, "encode", None)
+    if encode is not None:
+        return request.model_id, await encode()
+    return encode_request(request)

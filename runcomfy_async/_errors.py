@@ -22,9 +22,11 @@
     │   └── RequestTimeoutError (TimeoutError)
     ├── SubmissionUncertainError        a paid submit may or may not have created a job
     ├── DownloadError                   an output file could not be fetched
+    ├── JournalError                    the journal could not record a paid call; no more are sent
     └── JobError                        one job ended without a result
         ├── JobFailedError              the model run failed on the server
         ├── JobCancelledError           the job was cancelled (here or remotely)
+        ├── JobRunningOnError           the client stopped following a running (billed) job
         └── JobTimeoutError (TimeoutError) the job's deadline passed
 
 Every error carries ``status`` (HTTP status), ``error_code`` (RunComfy's six
@@ -226,6 +228,14 @@ class DownloadError(RunComfyError):
     """An output file could not be fetched (host not allowed, HTTP error, retries spent)."""
 
 
+class JournalError(RunComfyError):
+    """The journal failed to record a paid call, so the client stopped sending.
+
+    ``__cause__`` (or the message) names the store's own error. Jobs already
+    accepted are still followed; none is submitted without its record.
+    """
+
+
 class JobError(RunComfyError):
     """A job ended without a result."""
 
@@ -245,6 +255,15 @@ class JobFailedError(JobError):
 
 class JobCancelledError(JobError):
     """The job was cancelled, by this client or elsewhere."""
+
+
+class JobRunningOnError(JobError):
+    """The client stopped following this job while it ran on the server.
+
+    A running job cannot be cancelled, so it runs on and is billed; its result
+    can still be collected by re-attaching its ``request_id``
+    (:meth:`RunComfy.attach`, or ``runcomfy-async wait``).
+    """
 
 
 class JobTimeoutError(JobError, TimeoutError):

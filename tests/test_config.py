@@ -9,8 +9,8 @@ import pytest
 
 from runcomfy_async import (
     DEFAULT_BASE_URL,
-    AuthenticationError,
     Limits,
+    MissingTokenError,
     RunComfy,
     Timeouts,
 )
@@ -97,8 +97,8 @@ def test_client_argument_beats_env(clean_env):
 
 
 def test_client_without_token(clean_env):
-    """No token anywhere is an AuthenticationError naming the variables."""
-    with pytest.raises(AuthenticationError, match="RUNCOMFY_API_TOKEN"):
+    """No token anywhere is a MissingTokenError (not an APIError) naming the variables."""
+    with pytest.raises(MissingTokenError, match="RUNCOMFY_API_TOKEN"):
         RunComfy()
 
 

@@ -28,8 +28,8 @@ import enum
 import math
 import random
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -192,11 +192,18 @@ class AdaptivePolling:
         floor: The shortest wait between two polls of one job.
         ceiling: The longest wait between two polls of a running job.
         queued_ceiling: The longest wait between two polls of a queued job.
-        first_poll: The wait before a job's first poll while its model's run
-            time is unknown.
-        growth: While the run time is unknown, wait this share of the time
-            already run (geometric spacing: a job of unknown length costs
-            few polls, and the batch's first finishers teach the rest).
+        first_poll: While a model's run time is unknown, the run time a
+            job's first wait is grown from (a probe's first poll comes after
+            ``growth * first_poll``, another job's after
+            ``wait_growth * first_poll``).
+        growth: While a model's run time is unknown (nothing finished yet),
+            a probe job waits this share of the time already run
+            (geometric spacing, so a job of unknown length costs few polls).
+        wait_growth: The same share for the rest of a new model's batch:
+            they wait for the probes' first finish (which re-plans them)
+            rather than each pay the search for the run time.
+        probes: A new model's first jobs that probe...
+        probe_every: ...and then one job in this many.
         frontier_growth: Once some jobs have finished, a running job past the
             longest run time yet watched waits at most this share of the time
             it has run: the learned hazard says nothing there.
@@ -207,6 +214,10 @@ class AdaptivePolling:
         min_events: Finished jobs a model needs before its hazard is used.
         drain_samples: How many recent sightings of queue positions moving
             (or not) the drain rate is estimated from.
+        stale_after: A persisted model older than this (seconds) is loaded
+            with a fifth of its weight.
+        prior_cap: A persisted model counts as at most this many finishes,
+            so this session's own evidence soon outweighs it.
         rand: The random source (seedable for tests).
 
     """
@@ -217,16 +228,23 @@ class AdaptivePolling:
     ceiling: float = 60.0
     queued_ceiling: float = 600.0
     first_poll: float = 2.0
-    growth: float = 1.0
-    frontier_growth: float = 0.15
+    growth: float = 0.5
+    wait_growth: float = 5.0
+    probes: int = 8
+    probe_every: int = 8
+    frontier_growth: float = 0.3
     queued_growth: float = 2.0
     queue_share: float = 0.8
     jitter: float = 0.1
     min_events: int = 1
     drain_samples: int = 64
+    stale_after: float = 7 * 86400.0
+    prior_cap: float = 200.0
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
+    _cold_jobs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _drain: float | None = attrs.field(default=None, init=False)
+    _moving_since: float | None = attrs.field(default=None, init=False, repr=False)
     _sightings: deque[tuple[float, float]] = attrs.field(factory=deque, init=False, repr=False)
     _moved: float = attrs.field(default=0.0, init=False, repr=False)
     _watched: float = attrs.field(default=0.0, init=False, repr=False)
@@ -238,6 +256,58 @@ class AdaptivePolling:
             model = self._models[key] = RunTimeModel(min_events=self.min_events)
         return model
 
+    def export_models(self) -> dict[str, dict[str, Any]]:
+        """Return every learned model as JSON-ready data, keyed by model id.
+
+        Give it to :meth:`load_models` in a later session (a journal or a
+        cache file can store it; see :func:`save_model_cache`).
+        """
+        return {key: model.to_json() for key, model in self._models.items() if model.evidence > 0}
+
+    def load_models(
+        self, data: Mapping[str, Mapping[str, Any]], *, now: float | None = None
+    ) -> int:
+        """Use models persisted by :meth:`export_models` as priors; return how many loaded.
+
+        A model already learned in this session is kept (it knows better).
+        One that cannot be read is skipped. *now* is the wall-clock time
+        (``time.time()`` by default) for the ``stale_after`` check.
+        """
+        loaded = 0
+        for key, value in data.items():
+            if key in self._models and self._models[key].finished:
+                continue
+            try:
+                self._models[key] = RunTimeModel.from_json(
+                    value,
+                    now=now,
+                    stale_after=self.stale_after,
+                    cap=self.prior_cap,
+                    min_events=self.min_events,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            loaded += 1
+        return loaded
+
+    def _attached_delay(self, model: RunTimeModel, elapsed: float) -> float:
+        # A re-attached job has run for an unknown time, so the learned
+        # hazard cannot be read at its age: poll it as a fixed poller tuned
+        # to the model would (for a uniformly random age, the spacing
+        # sqrt(2 * delay_cost * mean run time) is optimal); knowing nothing,
+        # grow as a probe does.
+        if not model.ready:
+            return self.growth * max(elapsed, self.first_poll)
+        return math.sqrt(2.0 * self.delay_cost * model.mean())
+
+    def _is_probe(self, key: str) -> bool:
+        # The first jobs of a key, then one in probe_every: enough to see the
+        # batch's first finishes early, few enough that the rest of the
+        # batch does not pay the search for the run time.
+        seen = self._cold_jobs.get(key, 0)
+        self._cold_jobs[key] = seen + 1
+        return seen < self.probes or seen % self.probe_every == 0
+
     @property
     def drain_rate(self) -> float | None:
         """Queue positions advanced per second, as observed (None until seen)."""
@@ -247,7 +317,13 @@ class AdaptivePolling:
         """Seconds until *state*'s job is polled next."""
         if state.phase is Phase.QUEUED:
             delay = self._queued_delay(state, now)
+            # The long ceiling is for a job seen waiting more than once: one
+            # sighting (say, a re-attached job's first answer) says nothing
+            # of how fast its queue moves now.
             top = self.queued_ceiling
+            if state.previous_position is None:
+                waited = max(now - state.submitted_at, self.first_poll)
+                top = min(self.ceiling, self.queued_growth * waited)
         else:
             delay = self._running_delay(state, state.elapsed(now))
             top = self.ceiling
@@ -258,7 +334,11 @@ class AdaptivePolling:
     def _queued_delay(self, state: PollState, now: float) -> float:
         if state.position is None or not self._drain:
             waited = max(now - state.submitted_at, self.first_poll)
-            return self.queued_growth * waited
+            # The queue's pace is unknown: grow geometrically, but no further
+            # than a running job's ceiling (the long queued ceiling is for a
+            # queue whose pace was seen), so a queue that drains fast never
+            # leaves a job unasked for minutes.
+            return min(self.queued_growth * waited, self.ceiling)
         wait = (state.position + 1) / self._drain
         first_step = self._running_delay(state, 0.0)
         if wait <= first_step:
@@ -268,12 +348,21 @@ class AdaptivePolling:
         # The drain rate is an estimate: never leap past the point where the
         # job could already have started and finished, were the queue moving
         # twice as fast as it seemed to.
-        return min(self.queue_share * wait, 0.5 * wait + first_step)
+        step = min(self.queue_share * wait, 0.5 * wait + first_step)
+        # Nor further ahead than the queue has been watched moving: a queue
+        # that stood still while the first jobs ran reads as slow at first.
+        watched = now - self._moving_since if self._moving_since is not None else 0.0
+        return min(step, max(self.ceiling, watched))
 
     def _running_delay(self, state: PollState, elapsed: float) -> float:
         model = self._model(state.key)
+        if state.attached and state.phase is Phase.RUNNING:
+            return self._attached_delay(model, elapsed)
         if not model.ready:
-            return self.growth * max(elapsed, self.first_poll)
+            if state.probe is None:
+                state.probe = self._is_probe(state.key)
+            growth = self.growth if state.probe else self.wait_growth
+            return growth * max(elapsed, self.first_poll)
         scale = state.scale
         run = elapsed / scale
         # The optimal local spacing, with the hazard taken mid-step.
@@ -296,6 +385,8 @@ class AdaptivePolling:
 
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""
+        if state.phase is Phase.RUNNING and state.attached:
+            return  # its age is unknown: it would teach wrong run times
         if state.phase is Phase.RUNNING:
             if state.just_started and self._drain and state.position_at is not None:
                 self._refine_start(state, now)
@@ -313,6 +404,7 @@ class AdaptivePolling:
                 state.previous_position,
                 state.position,
                 state.position_at - state.previous_position_at,
+                now=now,
             )
 
     def _refine_start(self, state: PollState, now: float) -> None:
@@ -323,9 +415,13 @@ class AdaptivePolling:
         guess = state.position_at + (state.position + 1) / self._drain
         state.started_at = min(max(guess, state.position_at), now)
 
-    def _learn_drain(self, before: int, after: int, seconds: float) -> None:
+    def _learn_drain(
+        self, before: int, after: int, seconds: float, *, now: float | None = None
+    ) -> None:
         if seconds <= 0 or after > before:
             return
+        if after < before and self._moving_since is None and now is not None:
+            self._moving_since = now
         # Positions moved over time watched, summed over recent sightings:
         # the unbiased estimate for a steadily draining queue. (Averaging
         # per-sighting rates is not: many short sightings with no move would
@@ -343,6 +439,8 @@ class AdaptivePolling:
     def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
         """Learn a finished job's run time; say if other jobs should re-plan."""
         model = self._model(state.key)
+        if state.attached:
+            return False  # its age (and queue time) unknown: learn nothing
         was_ready = model.ready
         end = self._run_time(state, now, run_seconds)
         model.add_exposure(state.credited, end)

@@ -150,8 +150,7 @@ class RunTimeModel:
     @property
     def evidence(self) -> float:
         """Finishes the hazard rests on: this session's plus the prior's weighted ones."""
-        scale = 1.0 if self.trusted else _DISTRUSTED
-        return self.finished + scale * sum(self.prior_events)
+        return self.finished + self.weight * sum(self.prior_events)
 
     @property
     def ready(self) -> bool:
@@ -179,6 +178,17 @@ class RunTimeModel:
     def survival(self, seconds: float) -> float:
         """Return the estimated chance that a job runs longer than *seconds*."""
         return math.exp(-self.cumulative(seconds))
+
+    def mean(self) -> float:
+        """Return the estimated mean run time (the integral of the survival)."""
+        self._refresh()
+        total, last = 0.0, _bin(self._frontier) if self._frontier > 0 else 0
+        for index in range(last + 1):
+            lower, upper = _EDGES[index], _EDGES[index + 1]
+            total += (upper - lower) * self.survival((lower + upper) / 2.0)
+        tail = self._hazard[last] if self._hazard else 0.0
+        # Beyond the frontier the hazard is flat: an exponential tail.
+        return total + (self.survival(_EDGES[last + 1]) / tail if tail > 0 else 0.0)
 
     def horizon(self, seconds: float, budget: float) -> float:
         """Return the run time at which the cumulative hazard has grown by *budget*."""

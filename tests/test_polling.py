@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import importlib
 import math
 import random
 import statistics
+import sys
+from pathlib import Path
 
 import pytest
 
 from runcomfy_async import AdaptivePolling, FixedInterval, PollState
-from runcomfy_async._polling import RunTimeModel
+from runcomfy_async._polling import Phase, RunTimeModel
 
 
 def state(phase: str = "unknown", **kw) -> PollState:
@@ -47,12 +50,21 @@ def test_fixed_interval_is_fixed_and_its_jitter_bounded():
 
 
 def test_a_new_model_polls_first_after_first_poll_then_geometrically():
-    """Knowing nothing, it polls at first_poll, then a share of the time run."""
+    """Knowing nothing, a probe polls at growth x first_poll, then a share of the time run."""
     policy = seeded(jitter=0.0, first_poll=2.0, growth=1.0)
     assert 2.0 == policy.next_delay(state(), 0.0)
     job = state("running", started_at=0.0)
     job.see("running", None, 8.0)
     assert 8.0 == policy.next_delay(job, 8.0)
+
+
+def test_a_new_models_batch_waits_for_its_probes():
+    """The first jobs and one in probe_every probe; the rest wait wait_growth longer."""
+    policy = seeded(
+        jitter=0.0, first_poll=2.0, growth=0.5, wait_growth=5.0, probes=2, probe_every=4
+    )
+    delays = [policy.next_delay(state(), 0.0) for _ in range(9)]
+    assert [1.0, 1.0, 10.0, 10.0, 1.0, 10.0, 10.0, 10.0, 1.0] == delays
 
 
 @pytest.mark.parametrize("phase", ["unknown", "running", "queued"])
@@ -69,7 +81,7 @@ def test_every_delay_stays_within_floor_and_ceiling(phase):
 
 def test_jitter_spreads_jobs_that_would_poll_in_step():
     """Identical jobs get different delays, within the jitter share."""
-    policy = seeded(jitter=0.1, first_poll=2.0)
+    policy = seeded(jitter=0.1, first_poll=2.0, growth=1.0, probes=10**6)
     delays = [policy.next_delay(state(), 0.0) for _ in range(500)]
     assert 1.8 <= min(delays) < max(delays) <= 2.2
     assert len(set(delays)) > 400
@@ -115,7 +127,7 @@ def test_scale_stretches_the_learned_run_time():
 
 def test_models_learn_separately_by_key():
     """What one model taught does not change another model's schedule."""
-    policy = seeded(jitter=0.0, first_poll=2.0)
+    policy = seeded(jitter=0.0, first_poll=2.0, growth=1.0)
     teach(policy, lognormal_runs(100), key="a")
     assert 2.0 == policy.next_delay(state(key="b"), 0.0)
 
@@ -139,7 +151,7 @@ def test_a_job_about_to_start_is_next_polled_where_finishing_is_likely():
     policy = seeded(jitter=0.0, floor=0.01, ceiling=1000.0)
     teach(policy, lognormal_runs(300))
     policy._drain = 1.0
-    job = state("queued", position=0, position_at=0.0)
+    job = state("queued", position=0, position_at=0.0, previous_position=1)
     first_step = policy.next_delay(state("running", started_at=0.0), 0.0)
     assert pytest.approx(1.0 + first_step) == policy.next_delay(job, 0.0)
 
@@ -243,6 +255,63 @@ def test_a_queued_job_never_leaps_past_a_twice_faster_queue():
     policy = seeded(jitter=0.0, queue_share=0.8, queued_ceiling=10_000.0, ceiling=1000.0)
     teach(policy, lognormal_runs(300))
     policy._drain = 1.0
+    policy._moving_since = -1000.0
     first_step = policy.next_delay(state("running", started_at=0.0), 0.0)
-    job = state("queued", position=199, position_at=0.0)
+    job = state("queued", position=199, position_at=0.0, previous_position=200)
     assert pytest.approx(0.5 * 200 + first_step) == policy.next_delay(job, 0.0)
+
+
+def test_phase_is_an_enum_that_still_equals_its_word():
+    """see() takes a Phase or the old word; a phase compares equal to its word."""
+    job = state()
+    job.see("queued", 3, 1.0)
+    assert Phase.QUEUED is job.phase
+    job.see(Phase.RUNNING, None, 2.0)
+    assert Phase.RUNNING is job.phase
+    assert "running" == job.phase
+
+
+# -- against the bound, in virtual time (benchmarks/poll_sim.py drives the policy) --
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+poll_sim = importlib.import_module("poll_sim")
+
+# Ratios to the bound (poll requests / the fewest any schedule needs at the same
+# mean delay), seeds 1 and 2. The issue's targets are 1.15 cold and 1.05 warm;
+# where they are missed, the figure is pinned a little above today's, so a
+# regression fails (see docs/performance.md for the figures and why).
+PINNED = [
+    ("two modes 30/90 s", "cold", 1.50),  # target 1.15: missed (1.42 today)
+    ("two modes 30/90 s", "warm", 1.12),  # target 1.05: missed (1.09 today)
+    ("heavy tail on 1/3", "cold", 1.33),  # target 1.15: missed (1.26 today)
+    ("heavy tail on 1/3", "warm", 1.10),  # target 1.05: missed (1.08 today)
+]
+
+
+@pytest.mark.parametrize(
+    ("workload", "mode", "limit"), PINNED, ids=[f"{w}-{m}" for w, m, _ in PINNED]
+)
+def test_requests_stay_near_the_bound(workload, mode, limit):
+    """On mixtures and heavy tails, requests per job stay within the pinned ratio to the bound."""
+    row = poll_sim.evaluate(poll_sim.WORKLOADS[workload], mode, (1, 2))
+    assert row.ratio <= limit
+    assert row.p95_over_mean <= 3.0
+
+
+def test_reattached_jobs_are_polled_sensibly_from_their_first_answer():
+    """178 re-attached jobs, queued behind 20 slots, are each seen within seconds of finishing.
+
+    The policy had learned a slow queue earlier in the session; a job seen
+    queued once gets neither the long queued ceiling nor a leap on that pace.
+    """
+    policy = seeded()
+    policy._drain = 0.01  # an old, slow queue
+    policy._moving_since = 0.0
+    rng = random.Random(0)
+    runs = [(rng.lognormvariate(2.3, 0.3), 1.0) for _ in range(178)]
+    outcome = poll_sim.simulate(policy, runs, 20, attached=True, offset=5.0)
+    last = max(finish for _, finish in poll_sim.schedule(runs, 20))
+    assert last < 120.0
+    assert outcome.delay_max < 30.0
+    assert outcome.delay_mean < 4.0
+    assert outcome.requests_per_job < 10.0

@@ -106,3 +106,21 @@ def test_a_policy_exports_and_loads_its_models():
     assert 1 == fresh.load_models({**saved, "x/y/z": {"format": 0}})
     assert fresh._model("a/b/c").ready
     assert not fresh._model("x/y/z").ready
+
+
+def test_the_model_cache_saves_and_loads(tmp_path):
+    """save_model_cache then load_model_cache warms a new policy; a bad file loads nothing."""
+    from runcomfy_async._polling import load_model_cache, save_model_cache  # noqa: PLC0415
+
+    policy = AdaptivePolling()
+    model = policy._model("a/b/c")
+    for run in lognormal(50):
+        model.add_exposure(0.0, run)
+        model.add_event(run)
+    path = tmp_path / "cache" / "models.json"
+    save_model_cache(policy, path)
+    fresh = AdaptivePolling()
+    assert 1 == load_model_cache(fresh, path)
+    assert fresh._model("a/b/c").ready
+    path.write_text("not json", encoding="utf-8")
+    assert 0 == load_model_cache(AdaptivePolling(), path)

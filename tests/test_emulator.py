@@ -4,19 +4,29 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import base64
 import contextlib
 import email.utils
 import inspect
+import io
 import json
+import math
 import random
 import re
+import struct
 import time
 import typing
 import uuid
+import zlib
+from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import anyio
 import attrs
 import pytest
 
@@ -34,10 +44,18 @@ from runcomfy_async.testing import (
     Uniform,
     pytest_plugin,
     sample_image_data_uri,
+    sample_jpeg,
+    sample_png,
+    submit_key,
 )
 from runcomfy_async.testing.__main__ import config_from_args
+from runcomfy_async.testing._cmdline import fault_args
 from runcomfy_async.testing._config import FaultName
+from runcomfy_async.testing._faults import API_KINDS, FaultPicker, fault_applies
+from runcomfy_async.testing._imagefile import ImageFacts, ImageFileError, read_image
+from runcomfy_async.testing._samples import fake_mp4, fake_mp4_stream
 from runcomfy_async.testing._sim import Job, Simulation
+from runcomfy_async.testing._validate import check_seed_payload
 
 SEED = "bytedance/dreamina-3-0/pro/image-to-video"
 GENERIC = "acme/generic/text-to-video"
@@ -65,10 +83,15 @@ class Api:
     session: aiohttp.ClientSession
     base: str
 
-    async def call(self, method, path, *, token=TOKEN, json_body=None, data=None):
+    async def call(self, method, path, *, token=TOKEN, json_body=None, data=None, deadline=None):
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         async with self.session.request(
-            method, self.base + path, headers=headers, json=json_body, data=data
+            method,
+            self.base + path,
+            headers=headers,
+            json=json_body,
+            data=data,
+            timeout=aiohttp.ClientTimeout(total=deadline),
         ) as response:
             return Reply(response.status, dict(response.headers), await response.read())
 
@@ -116,6 +139,50 @@ async def start(session):
 
 def seed_payload(**changes):
     return {"prompt": "a cat surfing", "image_urls": [sample_image_data_uri()], **changes}
+
+
+async def wait_until(condition):
+    """Let the server run until ``condition()`` holds (the test timeout bounds it)."""
+    while not condition():  # noqa: ASYNC110 - another party's state, over real sockets
+        await asyncio.sleep(0.001)
+
+
+@attrs.define
+class Timer:
+    when: float
+    callback: typing.Callable[[], object]
+    cancelled: bool = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+@attrs.define
+class TimerClock:
+    """A clock with ``now()`` and ``call_at()``, moved by hand, timers and all."""
+
+    time: float = 0.0
+    timers: list[Timer] = attrs.Factory(list)
+
+    def now(self):
+        return self.time
+
+    def call_at(self, when, callback):
+        timer = Timer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    @property
+    def pending(self):
+        return any(not t.cancelled for t in self.timers)
+
+    def advance(self, seconds):
+        self.time += seconds
+        due = [t for t in self.timers if t.when <= self.time and not t.cancelled]
+        self.timers = [t for t in self.timers if t not in due and not t.cancelled]
+        for timer in due:
+            timer.cancelled = True
+            timer.callback()
 
 
 # -- the four endpoints --------------------------------------------------------
@@ -451,13 +518,39 @@ async def test_status_completed_for_success_off(start):
 # -- faults --------------------------------------------------------------------------
 
 
-async def check_fault(fake, api, fault):
+# Faults that leave a submit without an answer: what the client raises, and
+# whether the job was created all the same. A hang is never answered: only
+# the client's own deadline ends the wait.
+UNANSWERED = {
+    "drop_before": (DISCONNECTS, 0),
+    "drop_after": (DISCONNECTS, 1),
+    "malformed_http": (aiohttp.ClientResponseError, 1),
+}
+HANGS = {"hang": 0, "hang_after_accept": 1}
+
+
+async def check_hang(fake, api, created):
+    """A hung submit is in flight (with its job or not) until its client leaves."""
+    jobs_before = len(fake.jobs)
+    async with anyio.create_task_group() as group:
+        group.start_soon(api.submit)
+        await wait_until(lambda: fake.in_flight == 1 and len(fake.jobs) - jobs_before == created)
+        group.cancel_scope.cancel()
+    await wait_until(lambda: fake.in_flight == 0)
+    assert created == len(fake.jobs) - jobs_before
+
+
+async def check_fault(fake, api, fault):  # noqa: PLR0912 - one branch per fault
     """Send one submit that meets ``fault``; check the effect it must have."""
     jobs_before = len(fake.jobs)
-    if fault in {"drop_before", "drop_after"}:
-        with pytest.raises(DISCONNECTS):
+    if fault in HANGS:
+        await check_hang(fake, api, HANGS[fault])
+        return
+    if fault in UNANSWERED:
+        error, created = UNANSWERED[fault]
+        with pytest.raises(error):
             await api.submit()
-        assert {"drop_before": 0, "drop_after": 1}[fault] == len(fake.jobs) - jobs_before
+        assert created == len(fake.jobs) - jobs_before
         return
     started = time.monotonic()
     reply = await api.submit()
@@ -486,11 +579,19 @@ async def check_fault(fake, api, fault):
     elif fault == "error_200":
         assert (200, 500001) == (reply.status, reply.json["error_code"])
         assert 0 == len(fake.jobs) - jobs_before
+    elif fault == "stray_429":
+        assert (429, "1") == (reply.status, reply.headers["Retry-After"])
+        assert 0 == len(fake.jobs) - jobs_before
+    elif fault == "foreign_request_id":
+        assert (200, "../../escaped") == (reply.status, reply.json["request_id"])
+        assert 1 == len(fake.jobs) - jobs_before
     else:
         pytest.fail(f"no check written for fault {fault!r}")
 
 
-SCRIPTED = list(typing.get_args(FaultName))  # every fault, so a new one is tested too
+# Every fault a submit can meet, so a new one is tested too; the others
+# (unknown_status, empty_file_name) have their own tests.
+SCRIPTED = [f for f in typing.get_args(FaultName) if fault_applies(f, "submit")]
 
 
 @pytest.mark.parametrize("fault", SCRIPTED)
@@ -504,18 +605,7 @@ async def test_scripted_fault_hits_once(start, fault):
     assert 200 == (await api.submit()).status
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        "server_error",
-        "html_error",
-        "drop_before",
-        "drop_after",
-        "slow",
-        "rate_limited",
-        "malformed",
-    ],
-)
+@pytest.mark.parametrize("fault", SCRIPTED)
 async def test_probabilistic_fault_at_rate_one(start, fault):
     """A fault rate of 1 hits every API request."""
     faults = Faults(slow_seconds=10, **{f"{fault}_rate": 1.0})
@@ -616,6 +706,569 @@ async def test_hidden_rate_limit_answers_429(start, time_scale, pattern):
     assert re.fullmatch(pattern, reply.headers["Retry-After"])
     assert 1.9 < float(reply.headers["Retry-After"]) <= 2
     assert (1, 2) == (fake.rejected, len(fake.jobs))
+
+
+# -- hangs, held answers, faults for download safety -------------------------------
+
+
+async def test_hang_ends_when_the_client_leaves(start):
+    """A hung status request holds its handler only until the client gives up."""
+    fake, api = await start()
+    rid = await api.new_job()
+    fake.inject("status", "hang")
+    with pytest.raises(asyncio.TimeoutError):
+        await api.call("GET", f"/v1/requests/{rid}/status", deadline=0.05)
+    await wait_until(lambda: fake.in_flight == 0)
+    assert 200 == (await api.status(rid)).status
+
+
+async def test_hung_requests_end_when_the_emulator_closes(session):
+    """Closing the emulator drops a hung request at once, with no client deadline."""
+    fake = FakeRunComfy(clock=ManualClock())
+    await fake.start()
+    api = Api(session, fake.base_url)
+    fake.inject("submit", "hang")
+
+    async def submit():
+        with pytest.raises(DISCONNECTS):
+            await api.submit()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(submit)
+        await wait_until(lambda: fake.in_flight == 1)
+        await fake.close()
+    assert 0 == len(fake.jobs)
+
+
+async def test_submit_delay_holds_the_answer_on_the_clock(start):
+    """An accepted submit is billed at once; its answer waits submit_delay on the clock."""
+    clock = TimerClock()
+    fake, api = await start(clock=clock, balance=1.0, faults=Faults(submit_delay=30))
+    replies = []
+
+    async def submit():
+        replies.append(await api.submit({"prompt": "held"}))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(submit)
+        await wait_until(lambda: clock.pending)
+        (rid,) = fake.jobs
+        assert ([], 1, 0.925) == (replies, fake.in_flight, pytest.approx(fake.balance))
+        assert {submit_key(GENERIC, {"prompt": "held"}): 1} == fake.accepted_submits()
+        clock.advance(29.9)
+        assert [] == replies
+        clock.advance(0.1)
+    assert (200, rid) == (replies[0].status, replies[0].json["request_id"])
+
+
+async def test_submit_delay_window_leaves_a_job_the_client_never_heard_of(start):
+    """A client gone while the answer is held leaves a billed job, and no handler."""
+    fake, api = await start(faults=Faults(submit_delay=1000), clock=time.monotonic)
+    async with anyio.create_task_group() as group:
+        group.start_soon(api.submit)
+        await wait_until(lambda: len(fake.jobs) == 1)
+        group.cancel_scope.cancel()
+    await wait_until(lambda: fake.in_flight == 0)
+    (view,) = fake.jobs.values()
+    assert ({view.submit_key: 1}, None) == (fake.accepted_submits(), view.submit_fault)
+
+
+async def test_submit_delay_in_real_time_is_scaled(start):
+    """Without clock timers, submit_delay is real seconds times time_scale."""
+    fake, api = await start(faults=Faults(submit_delay=5), time_scale=0.001, clock=time.monotonic)
+    assert (200, 1) == ((await api.submit()).status, len(fake.jobs))
+
+
+async def test_stray_429_says_retry_after_1_whatever_the_settings(start):
+    """stray_429 sends a literal Retry-After: 1, not scaled, not a date; nothing done."""
+    faults = Faults(stray_429_rate=1.0, retry_after="date")
+    fake, api = await start(faults=faults, time_scale=0.001)
+    reply = await api.submit()
+    assert (429, "1", 0, 1) == (
+        reply.status,
+        reply.headers["Retry-After"],
+        len(fake.jobs),
+        fake.rejected,
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["status", "result", "cancel"])
+async def test_foreign_request_id(start, endpoint):
+    """foreign_request_id answers with another request_id, once."""
+    fake, api = await start(faults=Faults(foreign_id="../../x"))
+    rid = await api.new_job()
+    fake.inject(endpoint, "foreign_request_id")
+    first, second = [(await getattr(api, endpoint)(rid)).json for _ in range(2)]
+    assert ("../../x", rid) == (first["request_id"], second["request_id"])
+    assert first["status"] == second["status"]
+
+
+@pytest.mark.parametrize("output", ["video", "videos"])
+async def test_empty_file_name_outputs_are_still_served(start, session, output):
+    """empty_file_name gives URLs whose last segment is only '?'; they serve the video."""
+    clock = ManualClock()
+    fake, api = await start(clock=clock, output=output)
+    rid = await api.new_job()
+    clock.advance(10)
+    fake.inject("result", "empty_file_name")
+    answer = (await api.result(rid)).json["output"]
+    urls = [answer["video"]] if output == "video" else answer["videos"]
+    for url in urls:
+        directory, _, name = urlsplit(url).path.rpartition("/")
+        assert ({"?"}, f"/_emulator/files/{rid}") == (set(unquote(name)), directory)
+        async with session.get(url) as reply:
+            assert (200, b"ftyp") == (reply.status, (await reply.read())[4:8])
+    assert len(urls) == len(set(urls))
+    assert f"{rid}.mp4" in (await api.result(rid)).json["output"].get("video", f"{rid}.mp4")
+
+
+async def test_unknown_status_shows_on_status_and_result_only(start):
+    """unknown_status says 'paused' on /status and /result; an 'any' fault waits for one."""
+    fake, api = await start()
+    rid = await api.new_job()
+    fake.inject("any", "unknown_status", times=2)
+    assert 200 == (await api.submit()).status
+    assert 202 == (await api.cancel(rid)).status
+    assert ("paused", "paused", "in_progress") == (
+        (await api.status(rid)).json["status"],
+        (await api.result(rid)).json["status"],
+        (await api.status(rid)).json["status"],
+    )
+    with pytest.raises(ValueError, match="cannot show"):
+        fake.inject("submit", "unknown_status")
+
+
+async def test_slow_file_paces_the_output_on_the_clock(start, session):
+    """slow_file=100 sends 5 bytes per 0.05 s of clock: the file needs len/5 clock steps."""
+    clock = TimerClock()
+    fake, api = await start(clock=clock, faults=Faults(slow_file=100))
+    rid = await api.new_job()
+    clock.advance(10)
+    body, steps = [], 0
+
+    async def download():
+        async with session.get(f"{fake.base_url}/_emulator/files/{rid}.mp4") as reply:
+            body.append(await reply.read())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(download)
+        while True:
+            await wait_until(lambda: clock.pending or body)
+            if body:
+                break
+            clock.advance(0.05)
+            steps += 1
+    expected = fake_mp4(f"{rid}.mp4")
+    assert (expected, math.ceil(len(expected) / 5)) == (body[0], steps)
+
+
+async def test_slow_file_in_real_time_is_whole(start, session):
+    """A fast slow_file on the real clock still sends the exact file."""
+    clock = ManualClock()
+    fake, api = await start(clock=clock, faults=Faults(slow_file=50_000), time_scale=0.01)
+    rid = await api.new_job()
+    clock.advance(1)
+    async with session.get(f"{fake.base_url}/_emulator/files/{rid}.mp4") as reply:
+        assert fake_mp4(f"{rid}.mp4") == await reply.read()
+
+
+async def test_big_file_streams_exactly_n_bytes(start, session):
+    """big_file serves an MP4 of exactly N bytes: ftyp, then an mdat box of the rest."""
+    size = 3_000_000
+    clock = ManualClock()
+    fake, api = await start(clock=clock, faults=Faults(big_file=size))
+    rid = await api.new_job()
+    clock.advance(10)
+    async with session.get(f"{fake.base_url}/_emulator/files/{rid}.mp4") as reply:
+        head = await reply.content.readexactly(36)
+        rest = sum([len(chunk) async for chunk in reply.content.iter_chunked(2**16)])
+        assert size == reply.content_length
+    assert (b"ftyp", size) == (head[4:8], 36 + rest)
+    assert (size - 28, b"mdat") == struct.unpack(">I4s", head[28:36])
+
+
+def test_fake_mp4_stream_is_lazy_and_exact():
+    """The big-file generator yields pieces as it goes, any size, 64-bit box past 4 GiB."""
+    huge = fake_mp4_stream(2**33, piece=1024)
+    first = next(huge)
+    assert (1024, (1, b"mdat", 2**33 - 28)) == (len(first), struct.unpack(">I4sQ", first[28:44]))
+    assert [3, 100_000] == [sum(map(len, fake_mp4_stream(n, piece=4096))) for n in (3, 100_000)]
+
+
+# -- every fault at once, accepted submits ------------------------------------------
+
+
+def test_chaos_spreads_its_rate_over_every_fault():
+    """Faults.chaos splits a total rate evenly, minus exclusions, keeping other switches."""
+    faults = Faults.chaos(0.32, exclude=["hang"], base=Faults(slow_seconds=1, hang_rate=0.5))
+    rates = dict(faults.rates())
+    others = {round(rate, 12) for name, rate in rates.items() if name != "hang"}
+    assert (0.0, {0.02}, 1) == (rates["hang"], others, faults.slow_seconds)
+    assert set(typing.get_args(FaultName)) == set(rates)
+
+
+def test_chaos_picks_only_faults_a_request_can_show():
+    """At rate 1, results meet every fault every time; submits never meet result-only ones."""
+    picker = FaultPicker(Faults.chaos(1.0), random.Random(1))
+    seen = {kind: Counter(picker.pick(kind) for _ in range(4000)) for kind in API_KINDS}
+    every = set(typing.get_args(FaultName))
+    assert every == set(seen["result"])
+    assert every - {"unknown_status", "empty_file_name"} | {None} == set(seen["submit"])
+    assert every - {"empty_file_name"} | {None} == set(seen["status"])
+
+
+async def test_chaos_run_counts_every_accepted_submit(start):
+    """Under chaos, each job is one accepted submit; lost answers are marked on the job."""
+    chaos = Faults.chaos(0.7, exclude=["hang", "hang_after_accept", "slow"])
+    fake, api = await start(faults=chaos, seed=3)
+
+    async def answered(n):
+        try:
+            reply = await api.submit({"prompt": "chaos", "seed": n})
+        except aiohttp.ClientError:
+            return False
+        return reply.status == 200 and "request_id" in reply.body.decode()
+
+    failed = [not await answered(n) for n in range(60)].count(True)
+    accepted = fake.accepted_submits()
+    lost = [v for v in fake.jobs.values() if v.submit_fault is not None]
+    assert len(fake.jobs) == sum(accepted.values())
+    assert {1} == set(accepted.values())
+    assert 0 < len(lost) <= failed < 60
+    assert {submit_key(GENERIC, v.payload) for v in fake.jobs.values()} == set(accepted)
+
+
+async def test_accepted_submits_count_jobs_by_what_they_ask(start):
+    """Same model and payload, any key order: one key; rejected submits do not count."""
+    fake, api = await start()
+    await api.new_job({"prompt": "p", "seed": 1})
+    fake.inject("submit", "drop_after")
+    with pytest.raises(DISCONNECTS):
+        await api.submit({"seed": 1, "prompt": "p"})
+    assert 422 == (await api.submit({"prompt": "p"}, model=SEED)).status
+    fake.inject("submit", "unavailable")
+    assert 503 == (await api.submit({"prompt": "q"})).status
+    key = submit_key(GENERIC, {"prompt": "p", "seed": 1})
+    assert {key: 2} == fake.accepted_submits()
+    assert [(key, None), (key, "drop_after")] == [
+        (v.submit_key, v.submit_fault) for v in fake.jobs.values()
+    ]
+    admin = await api.call("GET", "/_emulator/accepted-submits", token=None)
+    assert {key: 2} == admin.json
+
+
+def test_submit_key_ignores_key_order_and_names_the_model():
+    """submit_key is canonical over the payload and depends on the model."""
+    assert submit_key("m", {"a": 1, "b": [2]}) == submit_key("m", {"b": [2], "a": 1})
+    assert submit_key("m", {"a": 1}) != submit_key("n", {"a": 1})
+    assert re.fullmatch(r"[0-9a-f]{64}", submit_key("m", {}))
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        {"kind": "job", "fault": "hang"},
+        {"kind": "submit", "fault": "explode"},
+        {"kind": "submit", "fault": "hang", "times": 0},
+        {"kind": "submit", "fault": "hang", "times": True},
+        {"kind": "submit", "fault": "empty_file_name"},
+        {"fault": "hang"},
+        [1],
+    ],
+    ids=["bad-kind", "bad-fault", "times-0", "times-bool", "cannot-show", "no-kind", "list"],
+)
+async def test_inject_admin_endpoint_refuses_nonsense(start, order):
+    """POST /_emulator/inject answers 400 to a bad order, and scripts nothing."""
+    fake, api = await start()
+    reply = await api.call("POST", "/_emulator/inject", token=None, json_body=order)
+    assert (400, 0) == (reply.status, fake.pending_faults)
+
+
+async def test_inject_admin_endpoint_scripts_faults(start):
+    """POST /_emulator/inject scripts faults from another process."""
+    _, api = await start()
+    order = {"kind": "submit", "fault": "stray_429", "times": 2}
+    reply = await api.call("POST", "/_emulator/inject", token=None, json_body=order)
+    assert (200, {"pending_faults": 2}) == (reply.status, reply.json)
+    assert [429, 429, 200] == [(await api.submit()).status for _ in range(3)]
+
+
+# -- clocks --------------------------------------------------------------------------
+
+
+async def test_clock_object_with_now_drives_jobs(start):
+    """clock= takes an object with a now() method, like runcomfy_async's VirtualClock."""
+
+    @attrs.define
+    class NowClock:
+        t: float = 0.0
+
+        def now(self):
+            return self.t
+
+    clock = NowClock()
+    fake, api = await start(clock=clock)
+    rid = await api.new_job()
+    clock.t = 10
+    assert ("succeeded", 0, 10) == (
+        fake.jobs[rid].state,
+        fake.jobs[rid].created,
+        fake.jobs[rid].finished,
+    )
+
+
+async def test_virtual_clock_drives_jobs_and_held_answers(start):
+    """The client's VirtualClock drives the emulator's jobs and its submit_delay."""
+    clock_module = pytest.importorskip("runcomfy_async._clock")
+    clock = clock_module.VirtualClock()
+    fake, api = await start(clock=clock, faults=Faults(submit_delay=30))
+    replies = []
+
+    async def submit():
+        replies.append(await api.submit())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(submit)
+        await wait_until(lambda: len(fake.jobs) == 1)
+        await clock.advance(30)
+    (rid,) = fake.jobs
+    assert (200, "succeeded") == (replies[0].status, fake.jobs[rid].state)
+
+
+def test_a_clock_must_be_callable_or_have_now():
+    """Anything else is refused at once."""
+    with pytest.raises(TypeError):
+        FakeRunComfy(clock=42)
+
+
+# -- the emulator's own image checks --------------------------------------------------
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def make_png(width=400, height=400, *, colour=0, depth=8, chunks=None, raw=None, interlace=0):
+    """A PNG built chunk by chunk, so a test can damage any part of it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    if raw is None:
+        raw = bytes(1 + (width * depth + 7) // 8) * height
+    if chunks is None:
+        chunks = [(b"IDAT", zlib.compress(raw))]
+    body = b"".join(png_chunk(kind, data) for kind, data in [(b"IHDR", ihdr), *chunks])
+    return b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b"")
+
+
+def adam7_raw(width, height, bytes_per_pixel):
+    """Zeroed scanlines of every Adam7 pass, each with its filter byte."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    passes.append((0, 1, 1, 2))
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        w, h = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if w and h:
+            raw += bytes(1 + w * bytes_per_pixel) * h
+    return raw
+
+
+def pillow(fmt, mode, size=(64, 48), **options):
+    image_module = pytest.importorskip("PIL.Image")
+    buffer = io.BytesIO()
+    image_module.new(mode, size).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options"),
+    [
+        ("PNG", "1", {}),
+        ("PNG", "L", {}),
+        ("PNG", "P", {}),
+        ("PNG", "RGB", {}),
+        ("PNG", "RGBA", {}),
+        ("PNG", "I;16", {}),
+        ("JPEG", "L", {}),
+        ("JPEG", "RGB", {}),
+        ("JPEG", "RGB", {"progressive": True}),
+        ("JPEG", "RGB", {"optimize": True, "quality": 95}),
+        ("JPEG", "CMYK", {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else ",".join(v) or "-",
+)
+def test_read_image_takes_what_pillow_writes(fmt, mode, options):
+    """A real encoder's files pass: the right kind and size."""
+    data = pillow(fmt, mode, **options)
+    assert ImageFacts(fmt.lower(), 64, 48, len(data)) == read_image(data)
+
+
+def test_read_image_takes_an_interlaced_png_that_pillow_reads():
+    """Adam7 data is counted pass by pass."""
+    data = make_png(13, 7, colour=2, raw=adam7_raw(13, 7, 3), interlace=1)
+    image_module = pytest.importorskip("PIL.Image")
+    image_module.open(io.BytesIO(data)).load()
+    assert (13, 7) == (read_image(data).width, read_image(data).height)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [make_png(40, 30), pillow("PNG", "RGB", (40, 30)), sample_jpeg(40, 30)],
+    ids=["png", "pillow-png", "jpeg"],
+)
+def test_every_truncation_is_rejected(data):
+    """Cut anywhere, a PNG misses its IEND and a JPEG its EOI: never decodable."""
+    read_image(data)
+    kinds = set()
+    for cut in range(len(data)):
+        with pytest.raises(ImageFileError) as info:
+            read_image(data[:cut])
+        kinds.add(info.value.kind)
+    assert {"type", "corrupt"} == kinds
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        make_png(chunks=[(b"IDAT", b"\x00" * 50)]),
+        make_png(chunks=[(b"IDAT", zlib.compress(bytes(401 * 400))[:-10])]),
+        make_png(chunks=[(b"IDAT", zlib.compress(bytes(401 * 399)))]),
+        make_png(raw=b"\x07" + bytes(400) + bytes(401 * 399)),
+        make_png()[:29] + bytes([make_png()[29] ^ 0xFF]) + make_png()[30:],
+        make_png()[:-12],
+        make_png(colour=3),
+        make_png(chunks=[(b"IDAT", b"x\x9c"), (b"tEXt", b"a\x00b"), (b"IDAT", b"\x03\x00")]),
+        make_png(colour=2, depth=4),
+        make_png(chunks=[]),
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IEND", b""),
+    ],
+    ids=[
+        "idat-not-zlib",
+        "zlib-cut",
+        "too-few-rows",
+        "bad-filter",
+        "ihdr-crc",
+        "no-iend",
+        "no-palette",
+        "idat-split",
+        "bad-depth",
+        "no-idat",
+        "no-ihdr",
+    ],
+)
+def test_damaged_pngs_are_corrupt(data):
+    """PNGs no decoder could read are 'corrupt', not images."""
+    with pytest.raises(ImageFileError) as info:
+        read_image(data)
+    assert "corrupt" == info.value.kind
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (sample_jpeg(400, 400)[:-2], "corrupt"),
+        (sample_jpeg(400, 400).replace(b"\xff\xc0", b"\xff\xe1"), "corrupt"),
+        (sample_jpeg(400, 400).replace(struct.pack(">HH", 400, 400), bytes(4)), "corrupt"),
+        (sample_jpeg(400, 400)[:-2] + b"\xff\xd8\xff\xd9", "corrupt"),
+        (b"GIF89a" + bytes(100), "type"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "type"),
+    ],
+    ids=["no-eoi", "no-sof", "zero-size", "second-soi", "gif", "webp"],
+)
+def test_damaged_or_foreign_files_are_refused(data, kind):
+    """A JPEG without EOI or SOF is corrupt; GIF and WebP are the wrong type."""
+    with pytest.raises(ImageFileError) as info:
+        read_image(data)
+    assert kind == info.value.kind
+
+
+def bad_crc(chunk):
+    return chunk[:-1] + bytes([chunk[-1] ^ 0xFF])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        make_png() + b"trailing",
+        sample_jpeg(400, 400) + b"trailing",
+        make_png()[:-12] + bad_crc(png_chunk(b"tEXt", b"k\x00v")) + png_chunk(b"IEND", b""),
+    ],
+    ids=["png-trailing", "jpeg-trailing", "ancillary-crc"],
+)
+def test_what_decoders_ignore_is_ignored(data):
+    """Bytes after the end, and a bad CRC on an ancillary chunk, are tolerated."""
+    assert 400 == read_image(data).width
+
+
+def data_uri(data, mime="image/png"):
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def no_fetch(url):
+    raise AssertionError(url)
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        (data_uri(sample_png(321, 321)), None),
+        (data_uri(sample_png(4096, 4096)), None),
+        (data_uri(sample_png(962, 321)), None),
+        (data_uri(sample_png(640, 480, size=4_699_999)), None),
+        (data_uri(sample_jpeg(640, 480), "image/jpg"), None),
+        (data_uri(sample_png(320, 400)), "dimensions"),
+        (data_uri(sample_png(4097, 2000)), "dimensions"),
+        (data_uri(sample_png(963, 321)), "ratio"),
+        (data_uri(sample_jpeg(321, 963), "image/jpeg"), "ratio"),
+        (data_uri(sample_png(640, 480, size=4_700_000)), "size"),
+        (data_uri(sample_png(640, 480), "image/jpeg"), "type"),
+        (data_uri(b"GIF89a" + bytes(40), "image/gif"), "type"),
+        (data_uri(b"GIF89a" + bytes(40)), "type"),
+        (data_uri(sample_png(640, 480)[:-12]), "image_corrupt"),
+        (data_uri(sample_jpeg(640, 480)[:-2], "image/jpeg"), "image_corrupt"),
+        ("data:image/png;base64," + "A" * 5, "data_uri"),
+        ("data:image/png;base64,", "data_uri"),
+        ("data:image/png," + "A" * 8, "data_uri"),
+    ],
+    ids=[
+        "321-square",
+        "4096-square",
+        "ratio-2.997",
+        "4699999-bytes",
+        "jpg-mime",
+        "side-320",
+        "side-4097",
+        "ratio-3",
+        "ratio-1/3",
+        "4700000-bytes",
+        "declared-jpeg",
+        "gif",
+        "gif-as-png",
+        "png-no-iend",
+        "jpeg-no-eoi",
+        "bad-base64",
+        "empty",
+        "not-base64",
+    ],
+)
+async def test_image_rules_at_their_boundaries(uri, problem):
+    """Under 4,700,000 bytes, sides in (320, 4096], long side under 3x, whole files."""
+    problems = await check_seed_payload({"prompt": "p", "image_urls": [uri]}, no_fetch)
+    assert ([] if problem is None else [problem]) == [p["type"] for p in problems]
+
+
+def test_the_emulator_uses_only_the_clients_public_api():
+    """No module of runcomfy_async.testing imports the client's private modules."""
+    package = Path(runcomfy_async.testing.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        source = path.read_text()
+        assert "runcomfy_async._" not in source, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level <= 1, (path.name, node.module)
+                module = node.module or ""
+                private = module.startswith("runcomfy_async.") and not module.startswith(
+                    "runcomfy_async.testing"
+                )
+                assert not private, (path.name, module)
 
 
 # -- errors --------------------------------------------------------------------------
@@ -1042,16 +1695,22 @@ def test_cli_parses_into_a_config():
 
 
 async def test_emulator_process_serves_and_stops():
-    """EmulatorProcess starts the CLI, serves a request and terminates it."""
-    async with EmulatorProcess(time_scale=0.01, slots=2) as process:
+    """EmulatorProcess starts the CLI with faults, serves, takes orders, terminates."""
+    faults = Faults(submit_202=True, foreign_id="elsewhere")
+    async with EmulatorProcess(time_scale=0.01, slots=2, faults=faults) as process:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", process.base_url)
         pid = process.pid
+        await anyio.to_thread.run_sync(process.inject, "submit", "foreign_request_id")
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with (
             aiohttp.ClientSession(headers=headers) as session,
             session.post(f"{process.base_url}/v1/models/{GENERIC}", json={}) as reply,
         ):
-            assert 200 == reply.status
+            body = await reply.json()
+        accepted = await anyio.to_thread.run_sync(process.accepted_submits)
+        stats = await anyio.to_thread.run_sync(process.stats)
+    assert (202, "elsewhere") == (reply.status, body["request_id"])
+    assert ({submit_key(GENERIC, {}): 1}, 1) == (accepted, stats["total_jobs"])
     with pytest.raises(RuntimeError):
         _ = process.base_url
     assert pid > 0
@@ -1070,6 +1729,67 @@ async def test_plugin_fixture_takes_options(runcomfy_emulator):
         runcomfy_emulator.config.slots,
         runcomfy_emulator.config.time_scale,
     )
+
+
+def test_cli_takes_chaos_and_the_new_switches():
+    """--chaos, --chaos-exclude and the shortcuts map onto Faults; --fault wins."""
+    config, _, _ = config_from_args(
+        [
+            *("--chaos", "0.16", "--chaos-exclude", "hang", "--submit-delay", "2"),
+            *("--slow-file", "50", "--big-file", "1000", "--fault", "foreign_id=a=b"),
+            *("--fault", "server_error_rate=0", "--fault", "big_file=none"),
+        ]
+    )
+    expected = attrs.evolve(
+        Faults.chaos(0.16, exclude=["hang"]),
+        submit_delay=2,
+        slow_file=50,
+        foreign_id="a=b",
+        server_error_rate=0,
+    )
+    assert expected == config.faults
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--chaos", "2"],
+        ["--chaos-exclude", "nope"],
+        ["--fault", "big_file=1.5"],
+        ["--fault", "nope=1"],
+        ["--fault", "hang_rate"],
+    ],
+    ids=["chaos-2", "exclude-unknown", "int-field", "unknown-field", "no-value"],
+)
+def test_cli_refuses_bad_faults(argv, capsys):
+    """Bad fault flags stop the command line with a usage error."""
+    with pytest.raises(SystemExit):
+        config_from_args(argv)
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(),
+        Faults.chaos(
+            0.5,
+            base=Faults(
+                submit_delay=1.5,
+                big_file=10,
+                slow_file=3.5,
+                foreign_id="../y",
+                retry_after="date",
+                status_completed_for_success=False,
+                rate_limit=3,
+            ),
+        ),
+    ],
+    ids=["defaults", "everything"],
+)
+def test_fault_args_rebuild_the_faults(faults):
+    """EmulatorProcess(faults=...) passes Faults to the subprocess losslessly."""
+    assert faults == config_from_args(fault_args(faults))[0].faults
 
 
 def test_public_names_are_sorted_and_documented():

@@ -9,7 +9,7 @@ or as a pytest fixture (``runcomfy_async.testing.pytest_plugin``).
 
 from __future__ import annotations
 
-from ._app import FakeRunComfy, JobView, RecordedRequest
+from ._app import FakeRunComfy, JobView, RecordedRequest, submit_key
 from ._config import (
     DEFAULT_MODELS,
     EmulatorConfig,
@@ -41,4 +41,5 @@ __all__ = [
     "sample_image_data_uri",
     "sample_jpeg",
     "sample_png",
+    "submit_key",
 ]

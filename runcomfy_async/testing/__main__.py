@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
 import attrs
 
 from ._app import FakeRunComfy
-from ._config import EmulatorConfig, Faults, Fixed, LogNormal, RunTime, Uniform
+from ._cmdline import fault_value
+from ._config import EmulatorConfig, FaultName, Faults, Fixed, LogNormal, RunTime, Uniform
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _run_time(text: str) -> RunTime:
@@ -38,25 +37,18 @@ def _run_time(text: str) -> RunTime:
 
 def _fault(text: str) -> tuple[str, object]:
     name, sep, raw = text.partition("=")
-    fields = attrs.fields_dict(Faults)
-    if not sep or name not in fields:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use NAME=VALUE, NAME one of {', '.join(sorted(fields))}"
-        )
-    default = fields[name].default
-    value: object
-    if isinstance(default, bool):
-        if raw.lower() not in _BOOL:
-            raise argparse.ArgumentTypeError(f"{name} takes true or false")
-        value = _BOOL[raw.lower()]
-    elif name == "retry_after":
-        value = raw
-    else:
-        try:
-            value = float(raw)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{name} takes a number") from exc
-    return name, value
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=VALUE")
+    try:
+        return name, fault_value(name, raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _fault_name(text: str) -> str:
+    if text not in get_args(FaultName):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fault name")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     add("--rate-limit", type=float, default=None, help="hidden limit, requests/s")
     add("--rate-burst", type=float, default=1.0, help="hidden limit's burst size")
     add("--fault", type=_fault, action="append", default=[], help="Faults NAME=VALUE")
+    add("--submit-delay", type=float, default=None, help="hold accepted submits' answers, s")
+    add("--slow-file", type=float, default=None, help="output files' bytes per second")
+    add("--big-file", type=int, default=None, help="output files' size in bytes")
+    add("--chaos", type=float, default=None, help="every fault, at this total rate")
+    add(
+        "--chaos-exclude",
+        type=_fault_name,
+        action="append",
+        default=[],
+        help="a fault --chaos leaves out",
+    )
     add("--no-record", action="store_true", help="count requests, keep none")
     add("--no-record-bodies", action="store_true", help="keep requests without bodies")
     return parser
@@ -90,7 +93,19 @@ def config_from_args(
 ) -> tuple[EmulatorConfig, str, int]:
     """Parse the command line into a config, a host and a port."""
     ns = _parser().parse_args(argv)
-    faults = Faults(rate_limit=ns.rate_limit, rate_burst=ns.rate_burst, **dict(ns.fault))
+    switches: dict[str, Any] = {"rate_limit": ns.rate_limit, "rate_burst": ns.rate_burst}
+    for name in ("submit_delay", "slow_file", "big_file"):
+        if getattr(ns, name) is not None:
+            switches[name] = getattr(ns, name)
+    # --fault comes last: it overrides the shortcuts and the chaos rates.
+    switches.update(ns.fault)
+    try:
+        if ns.chaos is not None:
+            faults = attrs.evolve(Faults.chaos(ns.chaos, exclude=ns.chaos_exclude), **switches)
+        else:
+            faults = Faults(**switches)
+    except ValueError as exc:
+        _parser().error(str(exc))
     config = EmulatorConfig(
         token=ns.token,
         other_tokens=ns.other_token,

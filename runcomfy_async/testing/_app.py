@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -11,15 +13,15 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias
 
 import aiohttp
 import attrs
 from aiohttp import web
 
-from ._config import SEED_MODEL, EmulatorConfig, FaultName, FaultTarget
-from ._faults import FaultPicker, TokenBucket, retry_after_value
-from ._samples import fake_mp4, sample_jpeg, sample_png
+from ._config import SEED_MODEL, EmulatorConfig, FaultName, FaultTarget, clock_reader
+from ._faults import FAULT_NAMES, FAULT_TARGETS, FaultPicker, TokenBucket, retry_after_value
+from ._samples import fake_mp4, fake_mp4_stream, sample_jpeg, sample_png
 from ._sim import STATES, Job, JobState, Simulation
 from ._validate import FetchError, check_seed_payload, problem_fields
 
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
 RequestKind: TypeAlias = Literal[
     "submit", "status", "result", "cancel", "file", "image", "admin", "unknown"
 ]
-_Action: TypeAlias = "Callable[[web.Request, bytes, str], Awaitable[web.Response]]"
+_Action: TypeAlias = (
+    "Callable[[web.Request, bytes, str, FaultName | None], Awaitable[web.Response]]"
+)
 
 _MAX_BODY: Final = 32 * 2**20  # a 4.7 MB image as a base64 data URI, and room
 _MAX_FETCH: Final = 64 * 2**20
@@ -47,6 +51,15 @@ _HTML_502: Final = (
     "<center>cloudflare</center></body></html>"
 )
 _MALFORMED: Final = (b'{"request_id": "', b'{"message": "accepted"}')
+# Not a status line, not headers: an HTTP client can only fail to parse it.
+_NOT_HTTP: Final = b"\x00\x16 RUNCOMFY EMULATOR: THIS IS NOT HTTP \xff\xfe\r\n\r\n"
+# Faults that strike after the request was processed (a submit is accepted).
+_AFTER_PROCESSING: Final = frozenset(
+    {"drop_after", "malformed", "malformed_http", "hang_after_accept", "foreign_request_id"}
+)
+_POLL: Final = 0.02  # real seconds between looks at a held request's connection
+_FILE_PIECE: Final = 2**16
+_EMPTY_NAME: Final = "%3F%3F"  # "??": nothing left once a file name is sanitised
 _ERR_AUTH: Final = 401001
 _ERR_BALANCE: Final = 400002
 _ERR_FORBIDDEN: Final = 403001
@@ -104,6 +117,13 @@ class JobView:
         run_time: The nominal run time in seconds (before ``time_scale``).
         cost: What it costs in USD (0 once cancelled).
         error: The ``error`` a failed job reports.
+        submit_key: ``submit_key(model_id, payload)``, the key of
+            :meth:`FakeRunComfy.accepted_submits`.
+        submit_fault: The fault that struck the submit's answer after the
+            job was created (``drop_after``, ``malformed``,
+            ``malformed_http``, ``hang_after_accept``,
+            ``foreign_request_id``), so the client never learnt of the job
+            from it; None when it was answered normally.
 
     """
 
@@ -121,6 +141,8 @@ class JobView:
     run_time: float
     cost: float
     error: object
+    submit_key: str
+    submit_fault: str | None
 
 
 class _JobsView(Mapping[str, JobView]):
@@ -147,6 +169,8 @@ class _JobsView(Mapping[str, JobView]):
             run_time=job.nominal_run_time,
             cost=0.0 if job.state == "cancelled" else job.cost,
             error=job.error,
+            submit_key=job.key,
+            submit_fault=job.submit_fault,
         )
 
     def __iter__(self) -> Iterator[str]:
@@ -154,6 +178,31 @@ class _JobsView(Mapping[str, JobView]):
 
     def __len__(self) -> int:
         return len(self._fake._sim.jobs)
+
+
+def submit_key(model_id: str, payload: Mapping[str, object]) -> str:
+    """Return the key under which :meth:`FakeRunComfy.accepted_submits` counts a submit.
+
+    The client sends no idempotency key, so a submit is known by what it
+    asks for: a SHA-256 of the model id and the payload as canonical JSON
+    (sorted keys, no spaces), so key order and spacing do not matter. Give
+    each job of a test a distinct payload (a ``seed``, a prompt) and a count
+    above 1 is a job paid twice.
+    """
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{model_id}\n{canonical}".encode()).hexdigest()
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+def _cancel(handle: _Cancellable) -> None:
+    handle.cancel()
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _dumps(data: object) -> bytes:
@@ -185,7 +234,11 @@ class FakeRunComfy:
         elif options:
             config = attrs.evolve(config, **options)
         self.config: Final = config
-        self._clock = config.clock
+        self._clock = clock_reader(config.clock)
+        call_at = getattr(config.clock, "call_at", None)
+        self._call_at: Callable[[float, Callable[[], object]], _Cancellable] | None = (
+            call_at if callable(call_at) else None
+        )
         # Jobs and faults draw from separate generators, so the seeded job
         # outcomes do not depend on how many requests came in between.
         self._rng = random.Random(config.seed)
@@ -202,6 +255,7 @@ class FakeRunComfy:
         self._peak = 0
         self._rejected = 0
         self._malformed_sent = 0
+        self._accepted: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -320,11 +374,35 @@ class FakeRunComfy:
         then closed), ``slow`` (``slow_seconds`` late), ``rate_limited`` (429
         with ``Retry-After``), ``rate_limited_no_retry_after``, ``malformed``
         (done, then 200 with a broken body: alternately not JSON and JSON
-        without the required fields) or ``error_200`` (200 with error_code
-        500001, nothing done). Scripted faults are served first come, first
-        served, before any random ones.
+        without the required fields), ``error_200`` (200 with error_code
+        500001, nothing done), ``stray_429`` (429 with ``Retry-After: 1``,
+        nothing done), ``hang`` (nothing done, never answered),
+        ``hang_after_accept`` (done, never answered), ``malformed_http``
+        (done, then bytes that are not HTTP), ``unknown_status`` (status
+        and result only: an unknown status word), ``foreign_request_id``
+        (another ``request_id`` in the answer) or ``empty_file_name``
+        (result only: output URLs whose file name sanitises to nothing).
+        See :class:`Faults` for each. Scripted faults are served first come,
+        first served, before any random ones; an ``any`` fault waits for a
+        request it can show on.
+
+        Raises:
+            ValueError: an unknown kind or fault, ``times < 1``, or a fault
+                that cannot show on that kind of request.
+
         """
         self._faults.inject(kind, fault, times)
+
+    def accepted_submits(self) -> dict[str, int]:
+        """How many times each submit was accepted (a job created and billed).
+
+        Keys are :func:`submit_key` of the model id and payload. A submit
+        whose answer was lost (dropped, hung, malformed, held back by
+        ``submit_delay`` while the client died) counts here all the same:
+        that is how a test learns whether an uncertain submit made a job,
+        and whether a retry made a second one.
+        """
+        return dict(self._accepted)
 
     def reset_stats(self) -> None:
         """Forget recorded requests, counts, peak concurrency and 429s."""
@@ -344,6 +422,7 @@ class FakeRunComfy:
             "rejected": self._rejected,
             "jobs": {state: sim.counts[state] for state in STATES},
             "total_jobs": len(sim.jobs),
+            "pending_faults": self._faults.pending(),
         }
 
     # -- plumbing ----------------------------------------------------------
@@ -360,6 +439,9 @@ class FakeRunComfy:
         add("GET", "/_emulator/stats", self._on_stats)
         add("GET", "/_emulator/jobs", self._on_jobs)
         add("POST", "/_emulator/reset-stats", self._on_reset)
+        add("POST", "/_emulator/inject", self._on_inject)
+        add("GET", "/_emulator/accepted-submits", self._on_accepted)
+        add("GET", "/_emulator/files/{request_id}/{name}", self._on_file)
         add("*", "/{tail:.*}", self._on_unknown)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -434,6 +516,61 @@ class FakeRunComfy:
         self._malformed_sent += 1
         return web.Response(body=body, content_type="application/json")
 
+    @classmethod
+    def _not_http(cls, request: web.Request) -> web.Response:
+        # Written straight to the socket, before aiohttp writes a status line.
+        transport = request.transport
+        if transport is not None:
+            transport.write(_NOT_HTTP)
+        return cls._drop(request)
+
+    def _gone(self, request: web.Request) -> bool:
+        transport = request.transport
+        return self._closed or transport is None or transport.is_closing()
+
+    def _timer(self, seconds: float, done: asyncio.Future[None]) -> _Cancellable:
+        """Resolve ``done`` in ``seconds``, on the clock's timers if it has any."""
+
+        def fire() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        if self._call_at is not None:
+            return self._call_at(self._clock() + seconds, fire)
+        return asyncio.get_running_loop().call_later(seconds, fire)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (already scaled) on the clock's timers, or for real."""
+        if self._call_at is None:
+            await asyncio.sleep(seconds)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle = self._timer(seconds, done)
+        try:
+            await done
+        finally:
+            _cancel(handle)
+
+    async def _hold(self, request: web.Request, seconds: float) -> bool:
+        """Wait ``seconds`` (inf: forever); False if the client left or we closed first.
+
+        aiohttp does not cancel a handler whose client went away, so a held
+        answer looks at its connection now and then: a hung request must end
+        when its client gives up, not linger until the emulator closes.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle = self._timer(seconds, done) if math.isfinite(seconds) else None
+        try:
+            while not done.done():
+                if self._gone(request):
+                    return False
+                await asyncio.wait({done}, timeout=_POLL)
+        finally:
+            if handle is not None:
+                _cancel(handle)
+            done.cancel()
+        return True
+
     def _scaled(self, nominal: float) -> float:
         return nominal * self.config.time_scale
 
@@ -465,9 +602,12 @@ class FakeRunComfy:
         early = self._early_fault(request, fault)
         if early is not None:
             return early
+        if fault == "hang":
+            await self._hold(request, math.inf)
+            return self._drop(request)
         delay = config.latency + (config.faults.slow_seconds if fault == "slow" else 0)
         if delay > 0:
-            await asyncio.sleep(self._scaled(delay))
+            await self._sleep(self._scaled(delay))
         token = self._authenticate(request)
         if token is None:
             return self._error(
@@ -477,11 +617,22 @@ class FakeRunComfy:
                 "send 'Authorization: Bearer <token>'",
             )
         self._sim.advance(self._clock())
-        response = await action(request, body, token)
+        response = await action(request, body, token, fault)
+        return await self._late_fault(request, fault, response)
+
+    async def _late_fault(
+        self, request: web.Request, fault: FaultName | None, response: web.Response
+    ) -> web.Response:
+        """Answer for a fault that strikes once the request was processed."""
         if fault == "drop_after":
-            return self._drop(request)
-        if fault == "malformed":
-            return self._malformed()
+            response = self._drop(request)
+        elif fault == "malformed":
+            response = self._malformed()
+        elif fault == "malformed_http":
+            response = self._not_http(request)
+        elif fault == "hang_after_accept":
+            await self._hold(request, math.inf)
+            response = self._drop(request)
         return response
 
     def _early_fault(self, request: web.Request, fault: FaultName | None) -> web.Response | None:
@@ -501,6 +652,9 @@ class FakeRunComfy:
                 whole=self.config.time_scale == 1,
                 header=fault == "rate_limited",
             )
+        elif fault == "stray_429":
+            response = self._too_many(1.0, whole=True, header=False)
+            response.headers["Retry-After"] = "1"
         elif fault == "error_200":
             response = _json(
                 {
@@ -555,7 +709,18 @@ class FakeRunComfy:
     async def _on_cancel(self, request: web.Request) -> web.Response:
         return await self._api(request, "cancel", self._cancel)
 
-    async def _submit(self, request: web.Request, body: bytes, token: str) -> web.Response:
+    def _tamper(self, answer: dict[str, object], fault: FaultName | None) -> web.Response:
+        """Apply the faults that change a job answer's fields, then encode it."""
+        faults = self.config.faults
+        if fault == "foreign_request_id":
+            answer["request_id"] = faults.foreign_id
+        elif fault == "unknown_status" and "status" in answer:
+            answer["status"] = faults.unknown_word
+        return _json(answer)
+
+    async def _submit(
+        self, request: web.Request, body: bytes, token: str, fault: FaultName | None
+    ) -> web.Response:
         model_id = request.match_info["model_id"]
         if model_id not in self.config.models:
             return self._error(404, _ERR_MODEL, f"unknown model id {model_id!r}")
@@ -573,13 +738,22 @@ class FakeRunComfy:
                 )
             self._balance -= job.cost
         self._sim.add(job)
+        self._accepted[job.key] += 1
+        if fault in _AFTER_PROCESSING:
+            job.submit_fault = fault
+        faults = self.config.faults
+        # Accepted and billed: only the answer waits, the window in which a
+        # client that dies has paid for a job it never heard of.
+        if faults.submit_delay > 0:
+            await self._hold(request, self._scaled(faults.submit_delay))
         answer: dict[str, object] = {"request_id": job.request_id}
         answer.update(self._urls(request, job.request_id))
-        faults = self.config.faults
         if faults.submit_202:
             answer["status"] = "IN_QUEUE" if faults.upper_case_status else "in_queue"
-            return _json(answer, 202)
-        return _json(answer)
+        response = self._tamper(answer, fault)
+        if faults.submit_202:
+            response.set_status(202)
+        return response
 
     async def _parse_payload(self, model_id: str, body: bytes) -> dict[str, object] | web.Response:
         """Return the submitted JSON object, or the 422 that rejects it."""
@@ -636,9 +810,12 @@ class FakeRunComfy:
             outcome=outcome,
             error=error if outcome == "failed" else None,
             cost=round(run_time * config.cost_per_second, 4),
+            key=submit_key(model_id, payload),
         )
 
-    async def _status(self, request: web.Request, _: bytes, token: str) -> web.Response:
+    async def _status(
+        self, request: web.Request, _: bytes, token: str, fault: FaultName | None
+    ) -> web.Response:
         job = self._find(request, token)
         if isinstance(job, web.Response):
             return job
@@ -652,9 +829,11 @@ class FakeRunComfy:
         urls = self._urls(request, job.request_id)
         answer["status_url"] = urls["status_url"]
         answer["result_url"] = urls["result_url"]
-        return _json(answer)
+        return self._tamper(answer, fault)
 
-    async def _result(self, request: web.Request, _: bytes, token: str) -> web.Response:
+    async def _result(
+        self, request: web.Request, _: bytes, token: str, fault: FaultName | None
+    ) -> web.Response:
         job = self._find(request, token)
         if isinstance(job, web.Response):
             return job
@@ -669,21 +848,33 @@ class FakeRunComfy:
         if job.finished is not None:
             answer["finished_at"] = self._wall(job.finished)
         if job.state == "succeeded":
-            answer["output"] = self._output(request, job.request_id)
+            answer["output"] = self._output(
+                request, job.request_id, empty_name=fault == "empty_file_name"
+            )
         elif job.state == "failed":
             answer["error"] = job.error
         include_cost = request.query.get("include_cost", "").lower() in {"true", "1"}
         if include_cost and job.state not in _UNFINISHED:
             answer["cost"] = 0.0 if job.state == "cancelled" else job.cost
-        return _json(answer)
+        return self._tamper(answer, fault)
 
-    def _output(self, request: web.Request, request_id: str) -> dict[str, object]:
+    def _output(
+        self, request: web.Request, request_id: str, *, empty_name: bool
+    ) -> dict[str, object]:
         base = f"{request.scheme}://{request.host}/_emulator/files/{request_id}"
+        if empty_name:
+            # The job's id moves up into a directory; the name left is "??" (or
+            # "???"), which a careful client must not use as a file name.
+            first, second = f"{base}/{_EMPTY_NAME}", f"{base}/{_EMPTY_NAME}%3F"
+        else:
+            first, second = f"{base}.mp4", f"{base}-2.mp4"
         if self.config.output == "videos":
-            return {"videos": [f"{base}.mp4", f"{base}-2.mp4"]}
-        return {"video": f"{base}.mp4"}
+            return {"videos": [first, second]}
+        return {"video": first}
 
-    async def _cancel(self, request: web.Request, _: bytes, token: str) -> web.Response:
+    async def _cancel(
+        self, request: web.Request, _: bytes, token: str, fault: FaultName | None
+    ) -> web.Response:
         job = self._find(request, token)
         if isinstance(job, web.Response):
             return job
@@ -694,7 +885,14 @@ class FakeRunComfy:
             was_cancelled = True
         word = self._word(job, "status")
         outcome = word.lower() if was_cancelled else "not_cancellable"
-        return _json({"request_id": job.request_id, "status": word, "outcome": outcome}, 202)
+        answer: dict[str, object] = {
+            "request_id": job.request_id,
+            "status": word,
+            "outcome": outcome,
+        }
+        response = self._tamper(answer, fault)
+        response.set_status(202)
+        return response
 
     async def _fetch(self, url: str) -> tuple[str, bytes]:
         if self._session is None:
@@ -715,14 +913,45 @@ class FakeRunComfy:
 
     # -- files, images, admin ------------------------------------------------
 
-    async def _on_file(self, request: web.Request) -> web.Response:
+    async def _on_file(self, request: web.Request) -> web.StreamResponse:
         self._note("file", request, None)
         name = request.match_info["name"]
-        match = _FILE_NAME.fullmatch(name)
-        job = self._advance().jobs.get(match["id"]) if match else None
+        request_id = request.match_info.get("request_id")
+        if request_id is None:
+            match = _FILE_NAME.fullmatch(name)
+            request_id = match["id"] if match else None
+        job = self._advance().jobs.get(request_id) if request_id else None
         if job is None or job.state != "succeeded":
             return web.Response(status=404, text="no such file")
-        return web.Response(body=fake_mp4(name), content_type="video/mp4")
+        faults = self.config.faults
+        if faults.big_file is None and faults.slow_file is None:
+            return web.Response(body=fake_mp4(name), content_type="video/mp4")
+        return await self._stream_file(request, name)
+
+    async def _stream_file(self, request: web.Request, name: str) -> web.StreamResponse:
+        """Send an output file in pieces: big (``big_file``), slow (``slow_file``) or both."""
+        faults = self.config.faults
+        # Bytes per real second, and pieces of about 1/20 s each at that pace.
+        pace = faults.slow_file / self.config.time_scale if faults.slow_file else None
+        piece = _FILE_PIECE if pace is None else max(1, min(_FILE_PIECE, int(pace / 20)))
+        if faults.big_file is not None:
+            size, pieces = faults.big_file, fake_mp4_stream(faults.big_file, piece)
+        else:
+            data = fake_mp4(name)
+            size = len(data)
+            pieces = (data[at : at + piece] for at in range(0, size, piece))
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = size
+        await response.prepare(request)
+        try:
+            for chunk in pieces:
+                if pace is not None:
+                    await self._sleep(len(chunk) / pace)
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading: nothing left to send it
+        return response
 
     async def _on_image(self, request: web.Request) -> web.Response:
         self._note("image", request, None)
@@ -762,6 +991,30 @@ class FakeRunComfy:
         self._note("admin", request, None)
         self.reset_stats()
         return _json({"reset": True})
+
+    async def _on_inject(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self._note("admin", request, body)
+        try:
+            order = json.loads(body)
+            kind, fault = order["kind"], order["fault"]
+            times = order.get("times", 1)
+            if kind not in FAULT_TARGETS or fault not in FAULT_NAMES or not _is_count(times):
+                raise ValueError(order)  # noqa: TRY301 - one answer for every bad order
+            self.inject(kind, fault, times)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return _json(
+                {
+                    "error": 'send {"kind": ..., "fault": ..., "times": N}',
+                    "detail": str(exc),
+                },
+                400,
+            )
+        return _json({"pending_faults": self._faults.pending()})
+
+    async def _on_accepted(self, request: web.Request) -> web.Response:
+        self._note("admin", request, None)
+        return _json(self.accepted_submits())
 
     async def _on_unknown(self, request: web.Request) -> web.Response:
         body = await request.read()

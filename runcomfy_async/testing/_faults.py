@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 
 FAULT_NAMES: Final = frozenset(get_args(FaultName))
 FAULT_TARGETS: Final = frozenset(get_args(FaultTarget))
+API_KINDS: Final = ("submit", "status", "result", "cancel")
+
+# The requests a fault can show on; every other fault hits all four kinds.
+_ONLY_ON: Final[dict[FaultName, frozenset[str]]] = {
+    "unknown_status": frozenset({"status", "result"}),
+    "empty_file_name": frozenset({"result"}),
+}
+
+
+def fault_applies(fault: FaultName, kind: str) -> bool:
+    """Whether ``fault`` can show on a request of ``kind``."""
+    return kind in _ONLY_ON.get(fault, API_KINDS)
 
 
 @attrs.define
@@ -35,15 +47,19 @@ class FaultPicker:
     faults: Faults
     rng: random.Random
     scripted: list[_Scripted] = attrs.Factory(list)
-    _table: tuple[tuple[float, FaultName], ...] = attrs.field(init=False)
+    _tables: dict[str, tuple[tuple[float, FaultName], ...]] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        table, total = [], 0.0
-        for name, rate in self.faults.rates():
-            if rate > 0:
-                total += rate
-                table.append((total, name))
-        self._table = tuple(table)
+        # One cumulative table per kind of request, holding the faults that
+        # can show there: a rate is a share of the requests it can hit.
+        self._tables = {}
+        for kind in API_KINDS:
+            table, total = [], 0.0
+            for name, rate in self.faults.rates():
+                if rate > 0 and fault_applies(name, kind):
+                    total += rate
+                    table.append((total, name))
+            self._tables[kind] = tuple(table)
 
     def inject(self, target: FaultTarget, fault: FaultName, times: int) -> None:
         """Queue a fault for the next ``times`` requests of a kind."""
@@ -53,6 +69,8 @@ class FaultPicker:
             raise ValueError(f"unknown fault {fault!r}")
         if times < 1:
             raise ValueError(f"times must be >= 1, got {times}")
+        if target != "any" and not fault_applies(fault, target):
+            raise ValueError(f"{fault!r} cannot show on a {target} request")
         self.scripted.append(_Scripted(target, fault, times))
 
     def pending(self) -> int:
@@ -62,17 +80,18 @@ class FaultPicker:
     def pick(self, kind: str) -> FaultName | None:
         """Choose the fault for one request of ``kind`` (scripted ones first)."""
         for i, scripted in enumerate(self.scripted):
-            if scripted.target in {kind, "any"}:
+            if scripted.target in {kind, "any"} and fault_applies(scripted.fault, kind):
                 scripted.remaining -= 1
                 if not scripted.remaining:
                     del self.scripted[i]
                 return scripted.fault
         # Draw only when some rate is set: with no random faults configured,
         # the request stream does not consume the generator.
-        if not self._table:
+        table = self._tables.get(kind)
+        if not table:
             return None
         draw = self.rng.random()
-        for bound, name in self._table:
+        for bound, name in table:
             if draw < bound:
                 return name
         return None

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 import anyio.to_thread
+
+from ._cmdline import fault_args
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,8 +23,11 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._config import FaultName, Faults, FaultTarget
+
 _READY: Final = re.compile(rb"RunComfy emulator listening on (http://\S+)")
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
+_ADMIN_TIMEOUT: Final = 10.0
 
 
 class EmulatorProcess:
@@ -29,8 +36,10 @@ class EmulatorProcess:
     ``with EmulatorProcess(time_scale=0.01) as emulator:`` starts it, waits
     until it listens and exposes :attr:`base_url`; leaving the block
     terminates it. ``async with`` does the same without blocking the event
-    loop. Options not listed here go through ``extra_args`` as command-line
-    flags (see ``python -m runcomfy_async.testing --help``).
+    loop. ``faults`` is passed on as ``--fault`` flags; options not listed
+    here go through ``extra_args`` as command-line flags (see
+    ``python -m runcomfy_async.testing --help``). :meth:`inject`,
+    :meth:`accepted_submits` and :meth:`stats` call the admin endpoints.
     """
 
     def __init__(
@@ -45,6 +54,7 @@ class EmulatorProcess:
         failure_rate: float = 0.0,
         rate_limit: float | None = None,
         record: bool = True,
+        faults: Faults | None = None,
         extra_args: Sequence[str] = (),
         python: str = sys.executable,
         startup_timeout: float = 20.0,
@@ -58,6 +68,8 @@ class EmulatorProcess:
             args += ["--rate-limit", repr(rate_limit)]
         if not record:
             args.append("--no-record")
+        if faults is not None:
+            args += fault_args(faults)
         self.args: Final = [*args, *extra_args]
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -76,6 +88,42 @@ class EmulatorProcess:
         if self._process is None:
             raise RuntimeError("the emulator process is not running")
         return self._process.pid
+
+    def _admin(self, method: str, path: str, body: object = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - our own loopback URL
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=_ADMIN_TIMEOUT) as response:  # noqa: S310
+            return json.load(response)
+
+    def inject(self, kind: FaultTarget, fault: FaultName, times: int = 1) -> None:
+        """Script a fault in the running emulator, as :meth:`FakeRunComfy.inject`.
+
+        A blocking loopback call (``POST /_emulator/inject``).
+
+        Raises:
+            urllib.error.HTTPError: the emulator refused the order (400).
+
+        """
+        self._admin("POST", "/_emulator/inject", {"kind": kind, "fault": fault, "times": times})
+
+    def accepted_submits(self) -> dict[str, int]:
+        """Return :meth:`FakeRunComfy.accepted_submits` of the running emulator."""
+        answer = self._admin("GET", "/_emulator/accepted-submits")
+        if not isinstance(answer, dict):  # pragma: no cover - the emulator's own answer
+            raise TypeError(f"unexpected answer {answer!r}")
+        return {str(key): int(count) for key, count in answer.items()}
+
+    def stats(self) -> dict[str, object]:
+        """Return what ``GET /_emulator/stats`` answers."""
+        answer = self._admin("GET", "/_emulator/stats")
+        if not isinstance(answer, dict):  # pragma: no cover - the emulator's own answer
+            raise TypeError(f"unexpected answer {answer!r}")
+        return answer
 
     def start(self) -> None:
         """Start the subprocess and wait until it announces its address."""

@@ -6,7 +6,10 @@ import base64
 import functools
 import struct
 import zlib
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 # Ancillary (lower-case first letter), private, safe-to-copy: decoders skip it.
@@ -158,3 +161,31 @@ def fake_mp4(name: str) -> bytes:
     ftyp = _box(b"ftyp", b"isom\x00\x00\x02\x00isomiso2mp41")
     note = f"runcomfy_async emulator output {name}".encode()
     return ftyp + _box(b"free", note.ljust(200, b" ")) + _box(b"mdat", bytes(128))
+
+
+_MP4_MAX_SMALL_BOX: Final = 2**32 - 1
+
+
+def fake_mp4_stream(size: int, piece: int = 2**16) -> Iterator[bytes]:
+    """Yield a fake MP4 of exactly ``size`` bytes, ``piece`` bytes at a time.
+
+    An ``ftyp`` box, then one ``mdat`` box of zeros filling the rest (its
+    64-bit size form past 4 GiB): a file of any size that starts like a
+    video, built as it goes so a big one is never held in memory.
+    """
+    ftyp = _box(b"ftyp", b"isom\x00\x00\x02\x00isomiso2mp41")
+    mdat_size = size - len(ftyp)
+    if mdat_size <= _MP4_MAX_SMALL_BOX:
+        mdat = struct.pack(">I4s", max(mdat_size, 0), b"mdat")
+    else:
+        mdat = struct.pack(">I4sQ", 1, b"mdat", mdat_size)
+    head = (ftyp + mdat)[:size]
+    left = size - len(head)
+    first = min(left, max(piece - len(head), 0))
+    yield head + bytes(first)
+    left -= first
+    zeros = bytes(min(piece, left))
+    while left > 0:
+        chunk = zeros if left >= len(zeros) else zeros[:left]
+        left -= len(chunk)
+        yield chunk

@@ -48,6 +48,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     qseq: int = -1  # place in its account's queue; -1 = never queued
+    key: str = ""  # submit_key(model_id, payload)
+    submit_fault: str | None = None  # what struck the submit's answer after acceptance
 
 
 class _Fenwick:

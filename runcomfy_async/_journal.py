@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 
-from ._errors import RunComfyError
+from ._errors import JournalError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -111,16 +111,6 @@ class JournalRecord:
     error: str | None = None
     created: float | None = None
     updated: float | None = None
-
-
-class JournalError(RunComfyError):
-    """The journal could not be opened, read or written.
-
-    Raised when another process (or another journal object) has it open, when
-    it was written by a newer version of this library, when the disk fails,
-    and when a write would record a second paid submit for a key whose job is
-    accepted, alive or succeeded.
-    """
 
 
 class Journal(Protocol):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import pytest
 from aiohttp import web
 
 from runcomfy_async import DownloadError, ImageToVideo, JobResult, Limits, RetryPolicy, RunComfy
+from runcomfy_async._clock import VirtualClock
 from runcomfy_async._download import download, file_name, host_allowed, safe_name
 from runcomfy_async.testing import FakeRunComfy
 
@@ -262,21 +264,35 @@ async def fetch(client, url, dest, **options):
     )
 
 
-async def test_a_trickling_download_ends_at_its_deadline(tmp_path, serving):
-    """A stream that never ends (a byte every few ms) is stopped by the total deadline."""
+async def test_a_stalled_download_ends_at_its_deadline(tmp_path, serving):
+    """A stream that never ends (a byte, then nothing) is stopped by the total deadline."""
+    clock = VirtualClock()
+    sent = asyncio.Event()
+    ended = []
 
-    async def trickle(request: web.Request) -> web.StreamResponse:
+    async def stall(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
-        while True:
-            await response.write(b"x")
-            await asyncio.sleep(0.005)
+        await response.write(b"x")
+        sent.set()
+        await asyncio.Event().wait()  # never finishes, and never idles long enough to time out
+        return response
 
-    async with serving(trickle) as base, FakeRunComfy(time_scale=SCALE) as fake:
+    async def run(client):
+        with pytest.raises(DownloadError, match="deadline of 600"):
+            await fetch(client, f"{base}/slow.mp4", tmp_path, timeout=600.0, clock=clock)
+        ended.append(clock.now())
+
+    async with serving(stall) as base, FakeRunComfy(time_scale=SCALE) as fake:
         async with open_client(fake, output_hosts=("127.0.0.1",)) as client:
-            with pytest.raises(DownloadError, match="deadline"):
-                await fetch(client, f"{base}/slow.mp4", tmp_path, timeout=0.1)
+            async with anyio.create_task_group() as group:
+                group.start_soon(run, client)
+                await sent.wait()
+                await clock.advance(599.0)
+                assert [] == ended
+                await clock.advance(1.0)
 
+    assert [600.0] == ended
     assert [] == list(tmp_path.iterdir())
 
 

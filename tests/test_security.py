@@ -26,6 +26,7 @@ from runcomfy_async import (
     FixedInterval,
     ImageToVideo,
     InputRejectedError,
+    JobResult,
     Limits,
     ModelRequest,
     NotFoundError,
@@ -38,7 +39,7 @@ from runcomfy_async import (
 )
 from runcomfy_async._config import Secret
 from runcomfy_async._wire import Reply, parse_cancel, parse_result, parse_status
-from runcomfy_async.testing import FakeRunComfy, Fixed, ManualClock
+from runcomfy_async.testing import FakeRunComfy, Faults, Fixed, ManualClock
 
 GENERIC = "acme/generic/text-to-video"
 SEED = "bytedance/dreamina-3-0/pro/image-to-video"
@@ -337,3 +338,65 @@ def test_an_answer_about_another_job_is_a_protocol_error(kind, foreign):
         parse(Reply(200, json.dumps(body).encode()), "job-1")
 
     assert "job-1" == info.value.request_id
+
+
+# -- a whole faulty batch, downloads included ----------------------------------------------------
+
+BATCH_FAULTS = Faults(
+    server_error_rate=0.05,
+    unavailable_rate=0.05,
+    html_error_rate=0.05,
+    drop_before_rate=0.05,
+    drop_after_rate=0.05,
+    rate_limited_rate=0.05,
+    malformed_rate=0.05,
+)
+
+
+async def test_a_faulty_batch_shows_the_token_nowhere(tmp_path, caplog, serving):
+    """Logs, objects, error chains with locals, file requests and file names: all clean."""
+    caplog.set_level(logging.DEBUG)
+    file_hits = []
+
+    async def file_host(request):
+        file_hits.append(request)
+        return web.Response(body=b"video-bytes")
+
+    seen: list[object] = []
+    async with (
+        serving(file_host) as files,
+        FakeRunComfy(
+            token=TOKEN, time_scale=0.001, run_time=Fixed(1.0), faults=BATCH_FAULTS
+        ) as fake,
+        opened(fake.base_url, output_hosts=("127.0.0.1",)) as client,
+    ):
+        image = f"{fake.base_url}/_emulator/images/640x480.png"
+        requests = [ImageToVideo(prompt=f"a cat {i}", image_url=image) for i in range(12)]
+        requests += [ModelRequest(GENERIC, {"prompt": f"a dog {i}"}) for i in range(12)]
+        jobs = client.submit_many(requests)
+        outcomes = await client.gather(jobs)
+        results = [o for o in outcomes if isinstance(o, JobResult)]
+        seen += [await client.download(result, tmp_path) for result in results]
+        # A hostile output: a name that sanitises to nothing, an id that climbs.
+        hostile = JobResult(request_id="../../x", video_urls=(f"{files}/%3F%3F",))
+        seen.append(await client.download(hostile, tmp_path))
+        seen += [client, client._transport, client.api, client.stats, *jobs, *outcomes]
+        recorded = fake.requests
+
+    errors = [o for o in outcomes if isinstance(o, RunComfyError)]
+    assert results, outcomes
+    assert errors, "the faults should have cost some job its result"
+    for value in seen:
+        assert_nothing_shows(value)
+    for record in caplog.records:
+        assert_token_absent(logging.Formatter("%(name)s %(message)s %(exc_text)s").format(record))
+        assert_token_absent(repr(record.args))
+    public = [r for r in recorded if r.kind not in API_KINDS]
+    assert {"image", "file"} <= {r.kind for r in public}
+    for request in public:
+        assert "authorization" not in {k.lower() for k in request.headers}
+        assert_token_absent(repr(request.headers))
+    assert 1 == len(file_hits)
+    assert_token_absent(repr(dict(file_hits[0].headers)))
+    assert all(p.parent == tmp_path for p in tmp_path.rglob("*"))
+    assert "x.mp4" in {p.name for p in tmp_path.iterdir()}

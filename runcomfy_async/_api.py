@@ -167,11 +167,15 @@ class API:
         request: Any,
         *,
         on_retry: Callable[[], None] | None = None,
+        on_wire: Callable[[bool], None] | None = None,
     ) -> Submission:
         """Submit one job (paid). Never re-sent unless provably not accepted.
 
         The body is built (a local image read and encoded) just before it is
-        sent, and dropped once the submit is answered.
+        sent, and dropped once the submit is answered. *on_wire* hears
+        ``on_wire(True)`` as each try's body is about to leave and
+        ``on_wire(False)`` once its answer is in: in between, cancelling the
+        caller does not drop the submit (its answer is awaited, shielded).
 
         Raises:
             SubmissionUncertainError: The request went out and no clear answer
@@ -183,7 +187,7 @@ class API:
 
         async def once() -> Submission:
             return await self._exchange(
-                "submit", "POST", path, parse_submission, body=body, paid=True
+                "submit", "POST", path, parse_submission, body=body, on_wire=on_wire
             )
 
         def retryable(error: Exception) -> bool:
@@ -327,16 +331,24 @@ class API:
         *,
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
-        paid: bool = False,
+        on_wire: Callable[[bool], None] | None = None,
     ) -> T:
         """Send once through the throttle, feed the answer back to it, parse it."""
         ticket = await self._throttle.acquire()
         try:
             self._monitor.requests[kind] += 1
-            if paid:
+            if body is not None:  # a paid call: shield it while on the wire
                 reply: Reply | None = None
-                with self.wire.shielded():
-                    reply = await self._transport.request(method, path, body=body, params=params)
+                if on_wire is not None:
+                    on_wire(True)
+                try:
+                    with self.wire.shielded():
+                        reply = await self._transport.request(
+                            method, path, body=body, params=params
+                        )
+                finally:
+                    if on_wire is not None:
+                        on_wire(False)
                 if reply is None:
                     raise TransportError(
                         f"{method} {path}: stopped waiting for the answer (the client closed)"

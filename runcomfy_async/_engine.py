@@ -228,7 +228,8 @@ class Engine:
         for record in list(self._submitting):
             if record.scope is not None:
                 record.cancel_reason = CancelReason.CLOSED
-                record.scope.cancel()
+                if not record.on_wire:
+                    record.scope.cancel()
         self._notify()
 
     async def close(self) -> list[Job]:
@@ -436,11 +437,12 @@ class Engine:
             if record not in self._submitting:
                 self._end_unsent(record, CancelReason.REQUESTED)
                 return None
-            if record.scope is not None:
+            if _droppable(record):
                 # Waiting for a slot or backing off: not accepted, drop it now.
                 record.cancel_reason = CancelReason.REQUESTED
-                record.scope.cancel()
+                record.scope.cancel()  # type: ignore[union-attr]
                 return None
+            record.cancel_reason = CancelReason.REQUESTED
             # On the wire: cancel as soon as its id is known.
             if record.waiters is None:
                 record.waiters = anyio.Event()
@@ -458,8 +460,8 @@ class Engine:
         if record.request_id is None:
             if record in self._submitting:
                 record.cancel_reason = reason
-                if record.scope is not None:
-                    record.scope.cancel()  # not on the wire: drop it now
+                if _droppable(record):
+                    record.scope.cancel()  # type: ignore[union-attr]  # not on the wire
             else:
                 self._end_unsent(record, reason)
             return
@@ -658,7 +660,11 @@ class Engine:
                 return
             record.sent = True
             try:
-                submission = await self._api.submit(record.request, on_retry=self._retry_of(record))
+                submission = await self._api.submit(
+                    record.request,
+                    on_retry=self._retry_of(record),
+                    on_wire=lambda sending: _on_wire(record, sending),
+                )
             except RunComfyError as exc:
                 error = exc
             finally:
@@ -804,11 +810,13 @@ class Engine:
         try:
             state = await self._fetch(record, record.request_id, record.track.phase, deadline)
         except APIError as exc:
+            record.polls += 1
             if not _transient(exc):
                 self._end(record, error=exc)
                 return
             failure: RunComfyError = exc
         except TransportError as exc:
+            record.polls += 1
             failure = exc
         else:
             record.polls += 1
@@ -816,13 +824,15 @@ class Engine:
             record.failing_since = None
             self._observe(record, state)
             return
-        record.polls += 1
         record.poll_failures += 1
         now = self._clock.now()
         if record.poll_failures >= MAX_POLL_FAILURES or (deadline is not None and now >= deadline):
             self._end(record, error=failure)
             return
-        self._book_poll(record, now)
+        # Try again, but never later than the end of the budget: the last
+        # try then falls on it, and the job's error comes on time.
+        delay = self._policy.next_delay(record.track, now)
+        self._book_at(record, now + delay if deadline is None else min(now + delay, deadline))
 
     async def _fetch(
         self, record: JobRecord, request_id: str, phase: Phase, deadline: float | None
@@ -980,6 +990,8 @@ class Engine:
         outcome = outcome_of(error)
         self._monitor.jobs[outcome.value] += 1
         settle(record, result, error)
+        if record.waiters is not None:
+            record.waiters.set()
         if journal and self._journaled and record.key is not None and record.sent:
             self._journal_later(
                 "finished",
@@ -1001,6 +1013,21 @@ def _ending_from_journal(state: str, message: str | None) -> RunComfyError:
     if state == "failed":
         return JobFailedError(text)
     return JobCancelledError(text)
+
+
+def _on_wire(record: JobRecord, sending: bool) -> None:
+    # While on the wire the submit's answer is awaited (shielded): it cannot be
+    # dropped then, only cancelled remotely once its request id is known.
+    record.on_wire = sending
+    if not sending and record.cancel_reason is not None and record.scope is not None:
+        # Cancelled while on the wire: if that try was not accepted (a 429),
+        # its retry is dropped; an accepted one returns before noticing.
+        record.scope.cancel()
+
+
+def _droppable(record: JobRecord) -> bool:
+    """Say whether a submit under way can still be dropped, unsent and unbilled."""
+    return record.scope is not None and not record.on_wire
 
 
 def _ended(record: JobRecord) -> bool:

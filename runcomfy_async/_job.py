@@ -105,6 +105,7 @@ class JobRecord:
         "handle",
         "key",
         "model_id",
+        "on_wire",
         "poll_failures",
         "poll_seq",
         "polls",
@@ -149,7 +150,8 @@ class JobRecord:
         self.poll_failures = 0
         self.failing_since: float | None = None
         self.track: PollState | None = None
-        self.scope: anyio.CancelScope | None = None  # the submit's, while not on the wire
+        self.scope: anyio.CancelScope | None = None  # the submit's, while it runs
+        self.on_wire = False  # a try of its submit is on the wire (shielded)
         self.watchers: list[Callable[[Job], object]] | None = None
         self.waiters: anyio.Event | None = None  # wake cancellers when the id is known
 

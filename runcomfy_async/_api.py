@@ -340,7 +340,7 @@ class API:
             if body is not None:  # a paid call: shield it while on the wire
                 reply: Reply | None = None
                 if on_wire is not None:
-                    on_wire(True)
+                    on_wire(True)  # noqa: FBT003 - a callback's one flag
                 try:
                     with self.wire.shielded():
                         reply = await self._transport.request(
@@ -348,7 +348,7 @@ class API:
                         )
                 finally:
                     if on_wire is not None:
-                        on_wire(False)
+                        on_wire(False)  # noqa: FBT003
                 if reply is None:
                     raise TransportError(
                         f"{method} {path}: stopped waiting for the answer (the client closed)"

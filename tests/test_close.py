@@ -57,6 +57,13 @@ def client_for(fake: FakeRunComfy, clock: VirtualClock, **kw) -> RunComfy:
     return RunComfy(TOKEN, base_url=fake.base_url, clock=clock, **kw)
 
 
+async def eventually(condition) -> None:
+    """Let the loop run (real turns; a virtual clock jumps meanwhile) until *condition()*."""
+    with anyio.fail_after(30):
+        while not condition():  # noqa: ASYNC110 - conditions on two processes' state
+            await anyio.sleep(0.001)
+
+
 def queued_on_server(fake: FakeRunComfy) -> int:
     return sum(1 for job in fake.jobs.values() if job.state == "in_queue")
 
@@ -67,8 +74,7 @@ def queued_on_server(fake: FakeRunComfy) -> int:
 async def _hold(client: RunComfy, jobs: list, clock: VirtualClock, ready: anyio.Event) -> None:
     async with client:
         jobs.extend(client.submit_many(request(i) for i in range(100)))
-        while not all(isinstance(job.state, (Queued, Running)) for job in jobs):
-            await anyio.sleep(0.001)  # real turns; the virtual clock jumps meanwhile
+        await eventually(lambda: all(isinstance(job.state, (Queued, Running)) for job in jobs))
         ready.set()
         await anyio.sleep_forever()
 
@@ -123,8 +129,7 @@ async def test_close_drops_a_submit_that_is_backing_off_from_429():
         fake.inject("submit", "rate_limited", times=4)
         async with client_for(fake, clock) as client:
             job = client.submit(request())
-            while fake.count("submit") == 0:
-                await anyio.sleep(0.001)
+            await eventually(lambda: fake.count("submit") != 0)
             start = clock.now()
         assert clock.now() - start < 2.0
         assert 0 == len(fake.jobs)  # no fifth submit created a job
@@ -138,8 +143,7 @@ async def test_close_does_not_wait_out_a_long_retry_after():
     async with world(faults=Faults(rate_limited_rate=1.0)) as (clock, fake):
         async with client_for(fake, clock) as client:
             job = client.submit(request())
-            while fake.count("submit") == 0:
-                await anyio.sleep(0.001)
+            await eventually(lambda: fake.count("submit") != 0)
             start = clock.now()
         assert clock.now() - start < 1.0
         assert job.done()
@@ -154,8 +158,7 @@ async def test_close_is_bounded_against_a_submit_that_never_answers():
             fake, clock, cancel_timeout=5.0, timeouts=Timeouts(read=3600, total=3600)
         ) as client:
             job = client.submit(request())
-            while fake.count("submit") == 0:
-                await anyio.sleep(0.001)
+            await eventually(lambda: fake.count("submit") != 0)
             start = clock.now()
         assert clock.now() - start <= 5.0 + 2.5 + 0.1
         with pytest.raises(SubmissionUncertainError):
@@ -183,12 +186,10 @@ async def test_jobs_that_finished_unseen_are_collected_at_close():
     async with world(run_time=Fixed(10.0)) as (clock, fake):
         async with client_for(fake, clock) as client:
             jobs = client.submit_many(request(i) for i in range(20))
-            while not all(job.request_id for job in jobs):
-                await anyio.sleep(0.001)
+            await eventually(lambda: all(job.request_id for job in jobs))
             # Every job finishes on the server; leave before the next polls.
             fake_finish = max(job.created for job in fake.jobs.values()) + 10.0
-            while clock.now() < fake_finish:
-                await anyio.sleep(0.001)
+            await eventually(lambda: clock.now() >= fake_finish)
         assert all(job.done() for job in jobs)
         assert all(job.outcome is not None for job in jobs)
         assert client.running_on == [] or all(j.billed for j in client.running_on)
@@ -243,8 +244,7 @@ async def test_cancel_succeeds_on_a_queued_job():
     async with world(slots=1, run_time=Fixed(600.0)) as (clock, fake):
         async with client_for(fake, clock) as client:
             first, second = client.submit_many([request(0), request(1)])
-            while not isinstance(second.state, Queued):
-                await anyio.sleep(0.001)
+            await eventually(lambda: isinstance(second.state, Queued))
             outcome = await second.cancel()
             assert outcome is not None
             assert outcome.cancelled
@@ -263,12 +263,10 @@ async def test_cancel_while_the_submit_is_on_the_wire():
     async with FakeRunComfy(time_scale=0.001, slots=1, run_time=Fixed(60_000.0)) as fake:
         async with RunComfy(TOKEN, base_url=fake.base_url) as client:
             first = client.submit(request(0))
-            while first.request_id is None:
-                await anyio.sleep(0.001)
+            await eventually(lambda: first.request_id is not None)
             job = client.submit(request(1))
             async with _slow_submits(fake):
-                while fake.in_flight == 0:
-                    await anyio.sleep(0.001)
+                await eventually(lambda: fake.in_flight != 0)
                 assert job.request_id is None
                 outcome = await job.cancel()
         assert outcome is not None
@@ -291,8 +289,7 @@ async def test_cancelling_the_task_that_awaits_gather_cancels_the_jobs():
             jobs = client.submit_many(request(i) for i in range(4))
             with anyio.move_on_after(0.05):
                 await client.gather(jobs)
-            while not all(job.done() for job in jobs[1:]):
-                await anyio.sleep(0.001)
+            await eventually(lambda: all(job.done() for job in jobs[1:]))
             assert all(isinstance(job.exception(), JobCancelledError) for job in jobs[1:])
 
 
@@ -301,8 +298,7 @@ async def test_close_with_unsent_jobs_drops_them_unbilled():
     async with world(slots=1, run_time=Fixed(600.0)) as (clock, fake):
         async with client_for(fake, clock, limits=Limits(max_jobs_in_flight=2)) as client:
             jobs = client.submit_many(request(i) for i in range(10))
-            while sum(1 for job in jobs if job.request_id) < 2:
-                await anyio.sleep(0.001)
+            await eventually(lambda: sum(1 for job in jobs if job.request_id) >= 2)
         unsent = [job for job in jobs if job.request_id is None]
         assert 8 == len(unsent)
         assert all(job.billed is False for job in unsent)
@@ -326,8 +322,7 @@ async def test_polls_that_keep_failing_end_within_the_retry_budget():
             fake, clock, retry=RetryPolicy(initial=1.0, maximum=10.0, attempts=100, timeout=60.0)
         ) as client:
             job = client.submit(request())
-            while job.request_id is None:
-                await anyio.sleep(0.001)
+            await eventually(lambda: job.request_id is not None)
             fake.inject("any", "server_error", times=10_000)
             start = clock.now()
             with pytest.raises(Exception) as failure:

@@ -163,6 +163,8 @@ async def download(
     *target* is a result (its primary video, else its first URL) or one
     output URL. *dest* is a file path, or an existing folder to save into
     under a safe name taken from the URL (else from the request id).
+    *timeout* bounds the whole download, retries included (None: no bound);
+    *clock* times it and the retries' waits (the real clock by default).
 
     Raises:
         DownloadError: The host is not allowed (nothing was fetched), the
@@ -170,8 +172,6 @@ async def download(
             than *max_bytes*, the *timeout* passed, the server answered an
             error, or every retry failed.
 
-    *clock* times the deadline and the retries' waits (the real clock by
-    default).
     """
     url, fallback = output_url(target)
     if not host_allowed(url, allowed):

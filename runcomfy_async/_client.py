@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from ._api import API
 from ._clock import Clock, RealClock, cancel_at
@@ -29,21 +30,27 @@ from ._config import (
     normalize_base_url,
     token_from_env,
 )
-from ._download import download, file_name
+from ._download import DEFAULT_MAX_BYTES, download
+from ._download import DEFAULT_TIMEOUT as DEFAULT_DOWNLOAD_TIMEOUT
 from ._engine import Engine
 from ._errors import (
     ClientClosedError,
-    DownloadError,
     JournalError,
     MissingTokenError,
     RunComfyError,
     SubmissionUncertainError,
 )
-from ._events import Hook, Monitor, Stats
+from ._events import Hook, Monitor, Stats, logger
 from ._job import Job
 from ._journal import Journal, NullJournal
 from ._models import ImageToVideo, JobResult, ModelRequest
-from ._polling import AdaptivePolling, PollPolicy
+from ._polling import (
+    AdaptivePolling,
+    PollPolicy,
+    default_model_cache,
+    load_model_cache,
+    save_model_cache,
+)
 from ._ratelimit import Throttle
 from ._transport import Transport
 
@@ -114,6 +121,12 @@ class RunComfy:
             submit may have created a billed job.
         clock: The clock every wait and deadline uses (a
             :class:`VirtualClock` in tests); the event loop's by default.
+        model_cache: Where the learned run-time models are kept between
+            sessions without a journal, so the next one starts warm: a file
+            path, True for the user's cache folder (the default), or False
+            for none. The environment variable ``RUNCOMFY_ASYNC_MODEL_CACHE``
+            overrides the default (a path, or ``off``). With a journal, the
+            models are kept in the journal instead.
 
     Raises:
         MissingTokenError: No token was given or found.
@@ -136,6 +149,7 @@ class RunComfy:
         journal: Journal | str | os.PathLike[str] | None = None,
         resubmit_uncertain: bool = False,
         clock: Clock | None = None,
+        model_cache: str | os.PathLike[str] | bool = True,
     ) -> None:
         secret = Secret(token) if token else token_from_env()
         if secret is None:
@@ -160,6 +174,7 @@ class RunComfy:
         )
         self._journal, self._owns_journal = _journal_from(journal)
         self._resubmit_uncertain = resubmit_uncertain
+        self._model_cache = _model_cache_path(model_cache)
         self._throttle = Throttle(self._limits)
         self._api = API(
             self._transport, self._throttle, self._retry, self._monitor, clock=self._clock
@@ -212,6 +227,7 @@ class RunComfy:
             raise
         self._task_group = task_group
         self._engine.start(task_group)
+        await self._load_models()
         return self
 
     async def __aexit__(
@@ -253,9 +269,38 @@ class RunComfy:
 
     async def _release(self) -> None:
         with cancel_at(self._clock, self._clock.now() + self._cancel_timeout):
+            await self._save_models()
             if self._owns_journal:
                 await self._journal.close()  # type: ignore[attr-defined]
         await self._transport.close()
+
+    async def _load_models(self) -> None:
+        """Warm the policy with what earlier sessions learned, if it can learn."""
+        policy = self._engine.policy
+        if not isinstance(policy, AdaptivePolling):
+            return
+        try:
+            if self._journaled():
+                policy.load_models(await self._journal.load_models())  # type: ignore[attr-defined]
+            elif self._model_cache is not None:
+                await anyio.to_thread.run_sync(load_model_cache, policy, self._model_cache)
+        except Exception:  # noqa: BLE001 - a cold start is never worth failing a session
+            logger.warning("could not load the learned run-time models", exc_info=True)
+
+    async def _save_models(self) -> None:
+        policy = self._engine.policy
+        if not isinstance(policy, AdaptivePolling):
+            return
+        try:
+            if self._journaled():
+                await self._journal.save_models(policy.export_models())  # type: ignore[attr-defined]
+            elif self._model_cache is not None:
+                await anyio.to_thread.run_sync(save_model_cache, policy, self._model_cache)
+        except Exception:  # noqa: BLE001 - losing a cache is never worth an error at close
+            logger.warning("could not save the learned run-time models", exc_info=True)
+
+    def _journaled(self) -> bool:
+        return hasattr(self._journal, "load_models") and hasattr(self._journal, "save_models")
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -495,38 +540,39 @@ class RunComfy:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
+        timeout: float | None = DEFAULT_DOWNLOAD_TIMEOUT,  # noqa: ASYNC109 - one deadline over retries
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> Path:
         """Save an output file; return its path.
 
         *target* is a result (its primary video, or its first URL) or one
         output URL. *dest* is a file path, or an existing directory to save
-        into under the URL's file name. The download carries no token, goes
-        only to allowed hosts, is streamed, and appears under its name only
-        when complete. Output links expire: download soon after the result.
+        into under a safe name taken from the URL (else from the request id);
+        no name from the server can lead outside that directory. The download
+        carries no token, goes only to allowed hosts, is streamed into a
+        fresh partial file (never through a planted link), and appears under
+        its name only when complete. *timeout* bounds the whole download,
+        retries included (None: no bound); *max_bytes* caps its size. Output
+        links expire: download soon after the result.
 
         Raises:
-            DownloadError: The host is not allowed, the server refused, or
-                the retries ran out.
+            DownloadError: The host is not allowed, the destination exists
+                (and *overwrite* is false), the file is larger than
+                *max_bytes*, the server refused, or the retries ran out.
+            DownloadTimeoutError: The *timeout* passed.
 
         """
         self._check_open()
-        if isinstance(target, JobResult):
-            url = target.video_url or (target.urls[0] if target.urls else None)
-            if url is None:
-                raise DownloadError(f"result {target.request_id} has no output URL")
-            fallback = f"{target.request_id}.mp4"
-        else:
-            url, fallback = target, "output"
-        path = Path(dest)
-        if await anyio.Path(path).is_dir():
-            path /= file_name(url, fallback)
         return await download(
             self._transport,
-            url,
-            path,
+            target,
+            dest,
             allowed=self._output_hosts,
             retry=self._retry,
             overwrite=overwrite,
+            max_bytes=max_bytes,
+            timeout=timeout,
+            clock=self._clock,
         )
 
     # -- reporting -----------------------------------------------------------------
@@ -550,6 +596,26 @@ def _journal_from(journal: Journal | str | os.PathLike[str] | None) -> tuple[Jou
 
         return SQLiteJournal(journal), True
     return journal, False
+
+
+MODEL_CACHE_ENV_VAR = "RUNCOMFY_ASYNC_MODEL_CACHE"
+"""Overrides where learned run-time models are cached (a path, or ``off``)."""
+
+
+def _model_cache_path(setting: str | os.PathLike[str] | bool) -> Path | None:
+    if setting is False:
+        return None
+    if setting is True:
+        override = os.environ.get(MODEL_CACHE_ENV_VAR, "").strip()
+        if override.lower() in {"off", "0", "no", "false"}:
+            return None
+        if override:
+            return Path(override)
+        try:
+            return default_model_cache()
+        except ImportError:  # platformdirs missing: no cache rather than no client
+            return None
+    return Path(setting)
 
 
 async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:

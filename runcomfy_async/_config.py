@@ -152,7 +152,7 @@ class RetryPolicy:
     )
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
     timeout: float | None = attrs.field(
-        default=120.0, validator=attrs.validators.optional(attrs.validators.gt(0))
+        default=120.0, validator=attrs.validators.optional(attrs.validators.gt(0.0))
     )
 
 

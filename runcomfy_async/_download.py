@@ -41,7 +41,7 @@ import anyio
 
 from ._clock import Clock, RealClock, cancel_at
 from ._config import RetryPolicy, is_loopback_host
-from ._errors import DownloadError, TransportError
+from ._errors import DownloadError, DownloadTimeoutError, TransportError
 from ._events import logger
 from ._models import JobResult
 from ._retry import retrying
@@ -197,7 +197,7 @@ async def download(
             deadline=deadline,
         )
     # Only the deadline's cancellation of the block above leads here.
-    raise DownloadError(f"download of {url} passed its deadline of {timeout} s")
+    raise DownloadTimeoutError(f"download of {url} passed its deadline of {timeout} s")
 
 
 def _inside(folder: Path, name: str) -> Path:

@@ -167,6 +167,7 @@ class Engine:
         self._stop_error: RunComfyError | None = None
         self._submits_idle = anyio.Event()
         self._submits_idle.set()
+        self._queued_models: set[str | None] = set()  # models seen queued: ask /status first
         # State changes and endings are written by one writer task, in order;
         # the intent and the acceptance are awaited where they happen.
         self._journal_queue: deque[tuple[str, tuple[object, ...], dict[str, object]]] = deque()
@@ -843,10 +844,15 @@ class Engine:
         running is polled there; a running one is polled on ``/result``,
         which answers with the output itself once the job is done (no extra
         request at the end). A finish seen on ``/status`` costs one more
-        request, for the outcome.
+        request, for the outcome. A first poll goes to ``/result`` as long as
+        no job of its model has been seen queued in this session.
         """
         on_retry = self._retry_of(record)
-        if phase is Phase.RUNNING:
+        if phase is Phase.RUNNING or (
+            phase is Phase.UNKNOWN and record.model_id not in self._queued_models
+        ):
+            # Running, or likely so (nothing of this model was seen queued in
+            # this session): /result says so too, and ends it in one request.
             return await self._api.result(request_id, on_retry=on_retry, deadline=deadline)
         state = await self._api.status(request_id, on_retry=on_retry, deadline=deadline)
         if isinstance(state, (Completed, Failed)):
@@ -883,6 +889,7 @@ class Engine:
                 self._set_state(record, state)
                 self._end(record, error=JobCancelledError("the job was cancelled on the server"))
             case Queued(position=position):
+                self._queued_models.add(record.model_id)
                 track.see(Phase.QUEUED, position, now)
                 self._policy.observe(track, now)
                 self._set_state(record, state)

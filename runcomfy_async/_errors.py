@@ -22,6 +22,7 @@
     │   └── RequestTimeoutError (TimeoutError)
     ├── SubmissionUncertainError        a paid submit may or may not have created a job
     ├── DownloadError                   an output file could not be fetched
+    │   └── DownloadTimeoutError (TimeoutError) its deadline passed
     ├── JournalError                    the journal could not record a paid call; no more are sent
     └── JobError                        one job ended without a result
         ├── JobFailedError              the model run failed on the server
@@ -226,6 +227,10 @@ class SubmissionUncertainError(RunComfyError):
 
 class DownloadError(RunComfyError):
     """An output file could not be fetched (host not allowed, HTTP error, retries spent)."""
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """A download did not finish within its deadline (retries included)."""
 
 
 class JournalError(RunComfyError):

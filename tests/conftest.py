@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -11,6 +12,9 @@ from aiohttp import web
 
 from runcomfy_async import Limits, RetryPolicy, RunComfy
 from runcomfy_async.testing import FakeRunComfy
+
+# Tests start cold: what an earlier run learned must not change what they see.
+os.environ["RUNCOMFY_ASYNC_MODEL_CACHE"] = "off"
 
 FAKE_TOKEN = "test-token"
 FAKE_TIME_SCALE = 0.001

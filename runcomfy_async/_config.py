@@ -118,6 +118,11 @@ class Timeouts:
     total: float = 90.0
 
 
+def _positive_or_none(_: object, attribute: attrs.Attribute[float | None], value: object) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ValueError(f"{attribute.name} must be None or a positive number of seconds")
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How often and how patiently a failed exchange is tried again.
@@ -151,9 +156,7 @@ class RetryPolicy:
         default=1.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
     )
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
-    timeout: float | None = attrs.field(
-        default=120.0, validator=attrs.validators.optional(attrs.validators.gt(0.0))
-    )
+    timeout: float | None = attrs.field(default=120.0, validator=_positive_or_none)
 
 
 @attrs.frozen(kw_only=True)

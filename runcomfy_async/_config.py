@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
@@ -118,7 +118,7 @@ class Timeouts:
     total: float = 90.0
 
 
-def _positive_or_none(_: object, attribute: attrs.Attribute[float | None], value: object) -> None:
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not (isinstance(value, (int, float)) and value > 0):
         raise ValueError(f"{attribute.name} must be None or a positive number of seconds")
 

@@ -59,7 +59,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import JobFinished, JobStatusChanged, JobSubmitted, Monitor, logger
-from ._job import CancelReason, Job, JobRecord, outcome_of, settle
+from ._job import CancelReason, Job, JobRecord, Outcome, outcome_of, settle
 from ._journal import Journal, NullJournal
 from ._models import (
     Accepted,
@@ -747,12 +747,12 @@ class Engine:
             return True
         record.request_id = known.request_id
         record.sent = True
-        if known.state == "succeeded" and known.result is not None:
+        if known.state == Outcome.SUCCEEDED and known.result is not None:
             record.ran = True
             self._end(record, result=JobResult.from_json(known.result), journal=False)
             return True
         if known.state in _SERVER_ENDINGS:
-            record.ran = known.state == "failed"
+            record.ran = known.state == Outcome.FAILED
             ending = _ending_from_journal(known.state, known.error)
             self._end(record, error=ending, journal=False)
             return True
@@ -966,7 +966,8 @@ class Engine:
         if outcome is not None:
             record.cancel_outcome = outcome
             if not outcome.cancelled:
-                record.ran = record.ran or outcome.status != "in_queue"
+                # Not cancellable: it runs or has finished, so it is billed.
+                record.ran = True
                 logger.info(
                     "job %s is not cancellable (status %s)", record.request_id, outcome.status
                 )
@@ -1011,13 +1012,14 @@ class Engine:
         self._notify()
 
 
-_UNCERTAIN_STATES: Final = frozenset({"intent", "uncertain"})
-_SERVER_ENDINGS: Final = frozenset({"succeeded", "failed", "cancelled"})
+_UNCERTAIN_STATES: Final = frozenset({"intent", Outcome.UNCERTAIN})
+# Our own outcome words, as the journal keeps them (never the server's words).
+_SERVER_ENDINGS: Final = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
 
 
 def _ending_from_journal(state: str, message: str | None) -> RunComfyError:
     text = f"(from the journal) {message or state}"
-    if state == "failed":
+    if state == Outcome.FAILED:
         return JobFailedError(text)
     return JobCancelledError(text)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -495,3 +496,40 @@ async def test_a_transaction_cut_by_death_is_rolled_back(path):
         assert ["kept"] == [r.key for r in await journal.records()]
         check = await journal._ask(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
     assert "ok" == check
+
+
+# -- through the client ---------------------------------------------------------------------
+
+
+async def test_a_full_run_writes_results_and_never_the_token(tmp_path):
+    """A batch through RunComfy(journal=...) records every job, and the token is nowhere in it."""
+    from _security_helpers import TOKEN, assert_token_absent  # noqa: PLC0415
+
+    from runcomfy_async import ImageToVideo, RunComfy  # noqa: PLC0415
+    from runcomfy_async.testing import FakeRunComfy, sample_image_data_uri  # noqa: PLC0415
+
+    path = tmp_path / "run.journal"
+    image = sample_image_data_uri(640, 480)
+    requests = [ImageToVideo(prompt=f"job {n}", image_url=image, seed=n) for n in range(8)]
+    async with FakeRunComfy(token=TOKEN, time_scale=0.001, failure_rate=0.5, seed=2) as fake:
+        async with RunComfy(TOKEN, base_url=fake.base_url, journal=path) as client:
+            jobs = client.submit_many(requests)
+            outcomes = await client.gather(jobs)
+
+    async with SQLiteJournal(path) as journal:
+        records = {r.key: r for r in await journal.records()}
+        models = await journal.load_models()
+    assert {job.key for job in jobs} == set(records)
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        record = records[job.key]
+        assert job.request_id == record.request_id
+        if isinstance(outcome, Exception):
+            assert ("failed", True) == (record.state, bool(record.error)), record
+        else:
+            assert ("succeeded", outcome.video_url) == (record.state, record.result["video_url"])
+    assert {"succeeded", "failed"} == {r.state for r in records.values()}
+    # Every byte the journal left on disk (a closed journal has no -wal file,
+    # but look at any that is there) and its lock file.
+    for file in tmp_path.iterdir():
+        assert_token_absent(file.read_bytes())
+    assert_token_absent(json.dumps(models))

@@ -126,16 +126,14 @@ RESULT_PARAMS: Final = {"include_cost": "true"}
 
 
 def encode_request(request: ImageToVideo | ModelRequest) -> tuple[str, dict[str, Any]]:
-    """Return ``(model_id, body)`` for a request."""
-    if isinstance(request, ImageToVideo):
-        return request.model_id, {
-            "prompt": request.prompt,
-            "image_urls": [request.image_url],
-            "seed": request.seed,
-            "frames": request.frames,
-        }
-    if isinstance(request, ModelRequest):
-        return request.model_id, dict(request.payload)
+    """Return ``(model_id, body)`` for a typed request, reading a local image now.
+
+    Transitional and blocking (a file-backed request reads its file in the
+    calling thread): the engine should ``await request.encode()`` instead,
+    which reads in a worker thread and serves any :class:`Request`.
+    """
+    if isinstance(request, (ImageToVideo, ModelRequest)):
+        return request.model_id, request._encode_now()
     raise TypeError(f"cannot submit a {type(request).__name__}; use ImageToVideo or ModelRequest")
 
 

@@ -1,11 +1,13 @@
-"""Local image checks: every rule, passing and failing, at its boundary."""
+"""Local image checks: every rule at its boundary, and whole, decodable files."""
 
 # The house style is `assert expected == actual`.
 
 from __future__ import annotations
 
 import base64
+import io
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -13,14 +15,17 @@ import pytest
 from runcomfy_async._errors import ValidationError
 from runcomfy_async._images import (
     ALLOWED_MIME_TYPES,
+    DREAMINA_IMAGE_RULES,
     MAX_IMAGE_BYTES,
     ImageInfo,
+    ImageRules,
     check_image,
     decode_data_uri,
     inspect_image,
     to_data_uri,
     validate_data_uri,
     validate_image_bytes,
+    verify_image,
 )
 from runcomfy_async.testing import sample_image_data_uri, sample_jpeg, sample_png
 
@@ -329,3 +334,309 @@ def test_sample_jpeg_pads_to_any_large_size():
     """JPEG padding spans several comment segments and hits the size exactly."""
     data = sample_jpeg(640, 480, size=200_003)
     assert ImageInfo("image/jpeg", 640, 480, 200_003) == inspect_image(data)
+
+
+# -- rules as a value ----------------------------------------------------------------
+
+
+def test_dreamina_rules_are_the_documented_values():
+    """The seed model's rules, and the old constants that name them."""
+    assert (("image/jpeg", "image/png"), 4_700_000, 320, 4096, 3.0) == (
+        DREAMINA_IMAGE_RULES.formats,
+        DREAMINA_IMAGE_RULES.max_bytes,
+        DREAMINA_IMAGE_RULES.min_side,
+        DREAMINA_IMAGE_RULES.max_side,
+        DREAMINA_IMAGE_RULES.max_ratio,
+    )
+    assert MAX_IMAGE_BYTES == DREAMINA_IMAGE_RULES.max_bytes
+
+
+@pytest.mark.parametrize(
+    ("info", "rule"),
+    [
+        (ImageInfo("image/jpeg", 640, 480, 1000), "type"),
+        (ImageInfo("image/png", 640, 480, 2000), "size"),
+        (ImageInfo("image/png", 100, 100, 1000), "dimensions"),
+        (ImageInfo("image/png", 850, 300, 1000), "ratio"),
+    ],
+    ids=["type", "size", "dimensions", "ratio"],
+)
+def test_other_rules_apply_their_own_numbers(info, rule):
+    """Another model's rules (PNG only, < 2000 bytes, ratio < 2.5) are applied as given."""
+    rules = ImageRules(
+        formats=("image/png",), max_bytes=2000, min_side=100, max_side=900, max_ratio=2.5
+    )
+
+    with pytest.raises(ValidationError) as excinfo:
+        check_image(info, rules=rules)
+
+    assert ("image_url", rule) == rule_of(excinfo)
+
+
+def test_a_fractional_ratio_limit_is_exact():
+    """999x400 is under 2.5:1 and 1000x400 is not."""
+    rules = ImageRules(max_bytes=10**6, min_side=1, max_side=4096, max_ratio=2.5)
+    rules.check(ImageInfo("image/png", 999, 400, 10))
+    with pytest.raises(ValidationError, match=r"< 2\.5 and > 1/2\.5"):
+        rules.check(ImageInfo("image/png", 1000, 400, 10))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"formats": ("image/gif",)},
+        {"formats": ()},
+        {"max_bytes": 0},
+        {"min_side": 500, "max_side": 400},
+        {"max_ratio": 0.5},
+    ],
+    ids=["gif", "no-format", "zero-bytes", "sides", "ratio-below-1"],
+)
+def test_impossible_rules_are_a_programming_error(fields):
+    """Rules that no image could meet raise ValueError when defined."""
+    settings = {"max_bytes": 10**6, "min_side": 1, "max_side": 4096, "max_ratio": 3.0, **fields}
+    with pytest.raises(ValueError):
+        ImageRules(**settings)
+
+
+# -- whole, decodable images ----------------------------------------------------------
+
+
+def chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def png(ihdr: bytes, *chunks: bytes) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + b"".join(chunks) + chunk(b"IEND", b"")
+
+
+def grey_ihdr(width: int, height: int, *, depth: int = 8, colour: int = 0, interlace: int = 0):
+    return struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+
+
+def adam7_size(width: int, height: int, bytes_per_pixel: int) -> int:
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    passes.append((0, 1, 1, 2))
+    size = 0
+    for x0, y0, dx, dy in passes:
+        columns = len(range(x0, width, dx))
+        rows = len(range(y0, height, dy))
+        if columns and rows:
+            size += rows * (1 + columns * bytes_per_pixel)
+    return size
+
+
+def bad(data: bytes) -> str:
+    with pytest.raises(ValidationError) as excinfo:
+        verify_image(data)
+    assert ("image_url", "corrupt") == rule_of(excinfo)
+    return excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        sample_png(321, 321),
+        sample_png(4096, 4096),
+        sample_png(962, 321),
+        sample_png(321, 962),
+        sample_png(640, 480, size=4_699_999),
+        sample_jpeg(321, 321),
+        sample_jpeg(4096, 4096),
+        sample_jpeg(962, 321),
+        sample_jpeg(640, 480, size=4_699_999),
+    ],
+    ids=[
+        "png-321",
+        "png-4096",
+        "png-ratio-just-under-3",
+        "png-ratio-just-over-third",
+        "png-just-under-4.7MB",
+        "jpeg-321",
+        "jpeg-4096",
+        "jpeg-ratio-just-under-3",
+        "jpeg-just-under-4.7MB",
+    ],
+)
+def test_whole_images_at_the_edges_pass(data):
+    """Valid files at every boundary are accepted whole."""
+    verify_image(data)
+    assert len(data) == validate_image_bytes(data).size
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (PNG_640[: len(PNG_640) // 2], "ends after"),
+        (PNG_640[:40], "ends after 40 bytes"),
+        (PNG_640[:-12], "before its IEND"),
+        (JPEG_640[:-2], "inside its image data"),
+        (JPEG_640[: len(JPEG_640) // 2], "inside its image data"),
+        (JPEG_640[:60], "inside a segment"),
+    ],
+    ids=["png-first-half", "png-first-40", "png-no-iend", "jpeg-no-eoi", "jpeg-half", "jpeg-60"],
+)
+def test_truncated_images_are_refused(data, words):
+    """A file cut short fails "corrupt", and the message says where it ends."""
+    assert words in bad(data)
+
+
+def test_truncated_data_uri_is_refused():
+    """A data URI of half a PNG fails like the file does."""
+    with pytest.raises(ValidationError) as excinfo:
+        validate_data_uri("data:image/png;base64," + b64(PNG_640[:70]))
+    assert ("image_url", "corrupt") == rule_of(excinfo)
+
+
+@pytest.mark.parametrize("make", [sample_png, sample_jpeg], ids=["png", "jpeg"])
+def test_every_strict_prefix_of_an_image_is_refused(make):
+    """No cut of a valid file passes, wherever it falls."""
+    data = make(640, 480)
+    for end in range(len(data)):
+        with pytest.raises(ValidationError):
+            verify_image(data[:end])
+
+
+def test_a_corrupted_crc_is_refused():
+    """One flipped byte inside a PNG chunk breaks its CRC."""
+    data = bytearray(PNG_640)
+    data[40] ^= 0x01
+    assert "fails its CRC" in bad(bytes(data))
+
+
+def test_pixel_data_must_inflate_to_the_size_ihdr_states():
+    """Too little or too much pixel data, or a broken zlib stream, is refused."""
+    rows = 400 * (1 + 400)
+    ok = png(grey_ihdr(400, 400), chunk(b"IDAT", zlib.compress(bytes(rows))))
+    verify_image(ok)
+    short = png(grey_ihdr(400, 400), chunk(b"IDAT", zlib.compress(bytes(rows - 1))))
+    assert "cut short" in bad(short)
+    long = png(grey_ihdr(400, 400), chunk(b"IDAT", zlib.compress(bytes(rows + 1))))
+    assert "more pixel data" in bad(long)
+    broken = png(grey_ihdr(400, 400), chunk(b"IDAT", zlib.compress(bytes(rows))[:-6]))
+    assert "cut short" in bad(broken)
+    garbage = png(grey_ihdr(400, 400), chunk(b"IDAT", b"\x78\x9c" + bytes(range(200))))
+    assert "corrupt" in bad(garbage)
+
+
+def test_pixel_data_may_span_many_idat_chunks():
+    """The stream is inflated across consecutive IDAT chunks."""
+    stream = zlib.compress(bytes(400 * 401))
+    pieces = [chunk(b"IDAT", stream[i : i + 7]) for i in range(0, len(stream), 7)]
+    verify_image(png(grey_ihdr(400, 400), *pieces))
+    split = png(grey_ihdr(400, 400), pieces[0], chunk(b"tEXt", b"a\x00b"), *pieces[1:])
+    assert "not consecutive" in bad(split)
+
+
+def test_every_scanline_needs_a_known_filter():
+    """A filter type byte above 4 cannot be decoded."""
+    rows = bytearray(400 * 401)
+    rows[401 * 7] = 5
+    assert "filter" in bad(png(grey_ihdr(400, 400), chunk(b"IDAT", zlib.compress(bytes(rows)))))
+
+
+def test_interlaced_png_has_the_adam7_size():
+    """An Adam7 PNG is checked against the size of its seven passes."""
+    for width, height in [(401, 333), (329, 400), (640, 480)]:
+        size = adam7_size(width, height, 3)
+        ihdr = grey_ihdr(width, height, colour=2, interlace=1)
+        verify_image(png(ihdr, chunk(b"IDAT", zlib.compress(bytes(size)))))
+        short = png(ihdr, chunk(b"IDAT", zlib.compress(bytes(size - 1))))
+        assert "cut short" in bad(short)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (png(grey_ihdr(400, 400, depth=3)), "bit depth"),
+        (
+            png(grey_ihdr(400, 400, colour=3), chunk(b"IDAT", zlib.compress(bytes(400 * 401)))),
+            "palette",
+        ),
+        (png(grey_ihdr(400, 400), chunk(b"ABCD", b"")), "unknown critical chunk"),
+        (PNG_640[:8] + chunk(b"gAMA", bytes(4)) + PNG_640[8:], "IHDR"),
+        (png(grey_ihdr(400, 400), chunk(b"IHDR", grey_ihdr(400, 400))), "second IHDR"),
+    ],
+    ids=["bad-depth", "no-palette", "unknown-critical", "ihdr-not-first", "two-ihdr"],
+)
+def test_malformed_png_structure_is_refused(data, words):
+    """Chunk order and header values follow the PNG specification."""
+    with pytest.raises(ValidationError) as excinfo:
+        verify_image(data)
+    assert ("image_url", "corrupt") == rule_of(excinfo)
+    assert words in excinfo.value.message
+
+
+def test_data_after_the_end_is_ignored():
+    """Bytes after IEND or EOI (a phone's motion-photo video) do not matter."""
+    verify_image(PNG_640 + b"trailing")
+    verify_image(JPEG_640 + b"\x00\x00ftypmp42")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda d: d.replace(b"\xff\xda", b"\xff\xfe", 1), "no marker"),
+        (lambda d: d.replace(b"\xff\xc0", b"\xff\xfe", 1), "scan before its frame"),
+        (lambda d: d.replace(b"\xff\xc4\x00\x14\x00\x01", b"\xff\xc4\x00\x14\x00\x03", 1), "DHT"),
+        (lambda d: d.replace(b"\xff\xda\x00\x08\x01\x01", b"\xff\xda\x00\x08\x01\x07", 1), "SOS"),
+        (lambda d: d.replace(b"\xff\xdb\x00\x43\x00", b"\xff\xdb\x00\x43\x01", 1), "quantisation"),
+        (lambda d: d[:2] + b"\xff\x80\x00\x02" + d[2:], "invalid marker"),
+        (lambda d: d[:2] + b"\x00" + d[2:], "no marker"),
+    ],
+    ids=[
+        "no-scan",
+        "no-frame",
+        "bad-huffman-counts",
+        "unknown-component",
+        "no-table-0",
+        "reserved-marker",
+        "junk",
+    ],
+)
+def test_malformed_jpeg_structure_is_refused(mutate, words):
+    """Segments, tables and scans must hang together."""
+    data = mutate(JPEG_640)
+    assert data != JPEG_640
+    assert words in bad(data)
+
+
+def test_a_progressive_jpeg_with_restart_markers_passes():
+    """Several scans with tables between them, and restart markers in the data."""
+    pil = pytest.importorskip("PIL.Image")
+    image = pil.effect_noise((500, 400), 60).convert("RGB")
+    for options in [{"progressive": True}, {"restart_marker_blocks": 2}, {"optimize": True}]:
+        out = io.BytesIO()
+        image.save(out, "JPEG", **options)
+        data = out.getvalue()
+        verify_image(data)
+        bad(data[: len(data) - 3])
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+def test_pngs_from_a_real_encoder_pass(mode):
+    """Pillow's PNGs of every colour type and depth pass; cut short, they fail."""
+    pil = pytest.importorskip("PIL.Image")
+    noise = pil.effect_noise((400, 350), 60)
+    image = noise.convert("I").convert(mode) if mode == "I;16" else noise.convert(mode)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    data = out.getvalue()
+    verify_image(data)
+    bad(data[: len(data) // 2])
+
+
+def test_verifying_a_large_png_holds_little_memory():
+    """A 4096x4096 16-bit RGBA PNG (134 MB of scanlines) is checked in bounded memory."""
+    row = bytes(1 + 4096 * 8)
+    stream = zlib.compressobj(1)
+    idat = b"".join(stream.compress(row) for _ in range(4096)) + stream.flush()
+    data = png(grey_ihdr(4096, 4096, depth=16, colour=6), chunk(b"IDAT", idat))
+    tracemalloc.start()
+    try:
+        verify_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20

@@ -58,6 +58,13 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def rich_available() -> bool:
     """Whether the optional rich package can be imported."""
     try:
@@ -346,7 +353,7 @@ class Reporter:
         per_job = self.requests() / max(len(t.accepted | t.done), 1)
         parts = [
             f"{t.settled['succeeded']} ok",
-            f"{done - t.settled['succeeded']} not",
+            f"{done - t.settled['succeeded']} not ok",
             f"{t.queued} queued",
             f"{len(t.running - t.done)} running",
             f"{per_job:.1f} req/job",
@@ -434,7 +441,9 @@ def _live_progress() -> Progress:
         TimeRemainingColumn(),
         console=_console(),
         refresh_per_second=4,
-        redirect_stdout=True,
+        # Results on the same screen go above the bar; a redirected stdout
+        # (a file, a pipe) must get them untouched.
+        redirect_stdout=_stdout_is_terminal(),
         redirect_stderr=False,
     )
 
@@ -448,7 +457,10 @@ def _console() -> Console:
 def _print_table(summary: Summary) -> None:
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title=f"{PROG}: {plural(summary.jobs, 'job')} in {summary.seconds:.1f} s")
+    table = Table(
+        title=f"{PROG}: {plural(summary.jobs, 'job')} in {summary.seconds:.1f} s",
+        show_header=False,
+    )
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("outcome", summary.tally())

@@ -687,6 +687,8 @@ class SQLiteJournal:
         An unknown key (a job that ended before its intent, so never paid for)
         leaves nothing to remember and is ignored.
         """
+        # An Outcome enum (a str) is written as its plain word.
+        outcome = str(getattr(outcome, "value", outcome))
         if outcome not in ENDINGS:
             raise ValueError(f"outcome must be one of {sorted(ENDINGS)}, not {outcome!r}")
         text = _dumps(result)

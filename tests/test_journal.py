@@ -198,6 +198,17 @@ async def test_a_refused_write_leaves_the_rest_of_its_group(journal):
     assert ["paid", "a", "b"] == [r.key for r in await journal.records()]
 
 
+async def test_an_outcome_enum_is_written_as_its_word(journal):
+    """The engine's Outcome (a str enum) reads back as the plain word."""
+    from runcomfy_async._job import Outcome  # noqa: PLC0415
+
+    await journal.intent("k", "m", {})
+    await journal.finished("k", Outcome.UNCERTAIN, error="answer lost")
+    raw = await journal._ask(lambda c: c.execute("SELECT state FROM jobs").fetchone()[0])
+    assert ("uncertain", "uncertain") == (raw, (await journal.lookup("k")).state)
+    assert str is type(raw)
+
+
 async def test_a_late_poll_does_not_bring_an_ended_job_back(journal):
     """A state change after the ending is ignored."""
     await journal.intent("k", "m", {})

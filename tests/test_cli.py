@@ -166,6 +166,8 @@ def test_download_saves_each_video_as_it_finishes(tmp_path, capsys):
 async def test_every_bad_line_is_reported_at_once(tmp_path, capsys, fake_env):
     """Syntax, key, shape and content errors all come in one report (#8 item 3)."""
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    whole = sample_png(640, 480)
+    (tmp_path / "half.png").write_bytes(whole[: len(whole) // 2])  # truncated (#8 item 6)
     good = {"prompt": "fine", "image": IMAGE}
     bad = [
         "{not json",
@@ -178,6 +180,7 @@ async def test_every_bad_line_is_reported_at_once(tmp_path, capsys, fake_env):
         json.dumps({"prompt": "x", "image": "missing.png"}),
         json.dumps({"prompt": "x", "image": "https://example.com/a.gif"}),
         json.dumps({"prompt": "x", "image": "bad.png"}),
+        json.dumps({"prompt": "x", "image": "half.png"}),
         json.dumps({**good, "key": "a/b"}),
         json.dumps({**good, "key": "twice"}),
         json.dumps({**good, "key": "twice"}),
@@ -188,7 +191,7 @@ async def test_every_bad_line_is_reported_at_once(tmp_path, capsys, fake_env):
     batch = tmp_path / "batch.jsonl"
     batch.write_text("\n".join(text) + "\n")
     bad_numbers = [2 * n for n in range(1, len(bad) + 1)]
-    bad_numbers.remove(24)  # the first "twice" is fine; the second is the duplicate
+    bad_numbers.remove(26)  # the first "twice" is fine; the second is the duplicate
     async with FakeRunComfy(time_scale=0.001) as fake:
         fake_env(fake)
         code = await run_main("run", "--batch", str(batch))
@@ -208,6 +211,7 @@ async def test_every_bad_line_is_reported_at_once(tmp_path, capsys, fake_env):
         "JPEG or PNG",
         "key: 'a/b'",
         "is also the key of",
+        f"image {tmp_path / 'half.png'}: the image is damaged or incomplete",
     ):
         assert message in err, message
     assert f"{len(bad_numbers)} errors: nothing was submitted" in err

@@ -4,18 +4,18 @@ Every line is checked field by field before anything is sent, and every bad
 line is reported in one go (a user fixing a 50-line file should not learn of
 its errors in rounds). Local images are checked whole here, with the
 library's own validation, but read again and encoded only when their job is
-submitted, so memory does not grow with the length of the batch.
+submitted (the library keeps requests light), so memory does not grow with
+the length of the batch.
 """
 
 from __future__ import annotations
 
-import collections
 import csv
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -27,7 +27,6 @@ FIELDS: Final = ("key", "prompt", "image", "image_url", "seed", "frames")
 """The fields a batch line (JSON key or CSV column) may have."""
 
 MAX_ERRORS_SHOWN: Final = 50
-IMAGE_CACHE_SIZE: Final = 8
 
 # A URL scheme has two letters or more, so "C:\\images\\a.png" stays a path.
 _URL: Final = re.compile(r"^[a-z][a-z0-9+.-]+:", re.IGNORECASE)
@@ -77,30 +76,28 @@ class JobSpec:
 
 @attrs.define
 class Images:
-    """Encodes local images when their job is sent; the last few are kept."""
+    """Builds each job's request when it is sent; a local file is checked once a run.
 
-    _cache: collections.OrderedDict[str, str] = attrs.field(
-        factory=collections.OrderedDict, init=False
-    )
+    The library's requests are light (a local image is hashed and dropped,
+    then read again only when its submit goes out), so one checked request
+    per file is kept and varied for each job that uses it.
+    """
+
+    _checked: dict[str, ImageToVideo] = attrs.field(factory=dict, init=False)
 
     def request(self, spec: JobSpec) -> ImageToVideo:
         """Build *spec*'s request (raises ValidationError or OSError if the file changed)."""
-        image_url = spec.image
-        if spec.local:
-            cached = self._cache.pop(spec.image, None)
-            if cached is None:
-                cached = ImageToVideo.from_file(spec.image, prompt=_PROBE_PROMPT).image_url
-            self._cache[spec.image] = cached
-            while len(self._cache) > IMAGE_CACHE_SIZE:
-                self._cache.popitem(last=False)
-            image_url = cached
         # The frames value was checked in full by check(); the cast is safe.
-        return ImageToVideo(
-            prompt=spec.prompt,
-            image_url=image_url,
-            seed=spec.seed,
-            frames=121 if spec.frames == 121 else 241,
-        )
+        frames: Literal[121, 241] = 121 if spec.frames == 121 else 241
+        if not spec.local:
+            return ImageToVideo(
+                prompt=spec.prompt, image_url=spec.image, seed=spec.seed, frames=frames
+            )
+        checked = self._checked.get(spec.image)
+        if checked is None:
+            checked = ImageToVideo.from_file(spec.image, prompt=spec.prompt)
+            self._checked[spec.image] = checked
+        return attrs.evolve(checked, prompt=spec.prompt, seed=spec.seed, frames=frames)
 
 
 def lines_from_options(

@@ -28,10 +28,11 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
+from ._admission import Admission, Kind
 from ._clock import Clock, RealClock
 from ._config import RetryPolicy
 from ._errors import (
@@ -53,14 +54,13 @@ from ._models import (
     Submission,
     Succeeded,
 )
-from ._ratelimit import Throttle
+from ._requests import Request
 from ._retry import retrying
 from ._transport import Transport
 from ._wire import (
     RESULT_PARAMS,
     Reply,
     cancel_path,
-    encode_request,
     parse_cancel,
     parse_result,
     parse_status,
@@ -71,7 +71,6 @@ from ._wire import (
 )
 
 T = TypeVar("T")
-Kind = Literal["submit", "status", "result", "cancel"]
 
 _RETRYABLE = (RateLimitedError, ServerError, ProtocolError, TransportError)
 
@@ -144,7 +143,7 @@ class API:
     def __init__(
         self,
         transport: Transport,
-        throttle: Throttle,
+        admission: Admission,
         retry: RetryPolicy,
         monitor: Monitor,
         *,
@@ -152,7 +151,7 @@ class API:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._transport = transport
-        self._throttle = throttle
+        self._admission = admission
         self._retry = retry
         self._monitor = monitor
         self._clock: Clock = clock if clock is not None else RealClock()
@@ -164,7 +163,7 @@ class API:
 
     async def submit(
         self,
-        request: Any,
+        request: Request,
         *,
         on_retry: Callable[[], None] | None = None,
         on_wire: Callable[[bool], None] | None = None,
@@ -182,7 +181,8 @@ class API:
                 came back; a billed job may exist.
 
         """
-        model_id, body = await _encode(request)
+        model_id = request.model_id
+        body = await request.encode()
         path = submit_path(model_id)
 
         async def once() -> Submission:
@@ -334,7 +334,7 @@ class API:
         on_wire: Callable[[bool], None] | None = None,
     ) -> T:
         """Send once through the throttle, feed the answer back to it, parse it."""
-        ticket = await self._throttle.acquire()
+        ticket = await self._admission.acquire(kind)
         try:
             self._monitor.requests[kind] += 1
             if body is not None:  # a paid call: shield it while on the wire
@@ -356,7 +356,7 @@ class API:
             else:
                 reply = await self._transport.request(method, path, body=body, params=params)
         finally:
-            self._throttle.release()
+            self._admission.release(ticket)
         try:
             value = parse(reply)
         except RateLimitedError as exc:
@@ -366,15 +366,7 @@ class API:
             hint = exc.retry_after
             if hint is not None:
                 hint = min(hint, self._retry.max_retry_after)
-            self._throttle.on_rate_limited(ticket, hint)
+            self._admission.on_rate_limited(ticket, hint)
             raise
-        self._throttle.on_success(ticket)
+        self._admission.on_success(ticket)
         return value
-
-
-async def _encode(request: Any) -> tuple[str, dict[str, Any]]:
-    """Build a request's submit body now (a file-backed image is read here)."""
-    encode = getattr(request, "encode", None)
-    if encode is not None:
-        return request.model_id, await encode()
-    return encode_request(request)

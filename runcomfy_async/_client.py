@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from ._admission import LocalAdmission
 from ._api import API
 from ._clock import Clock, RealClock, cancel_at
 from ._config import (
@@ -43,7 +44,7 @@ from ._errors import (
 from ._events import Hook, Monitor, Stats, logger
 from ._job import Job
 from ._journal import Journal, NullJournal
-from ._models import ImageToVideo, JobResult, ModelRequest
+from ._models import JobResult
 from ._polling import (
     AdaptivePolling,
     PollPolicy,
@@ -51,7 +52,7 @@ from ._polling import (
     load_model_cache,
     save_model_cache,
 )
-from ._ratelimit import Throttle
+from ._requests import Request
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -65,14 +66,10 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-def content_key(request: Any) -> str:
+def content_key(request: Request) -> str:
     """Return a stable hash of a request's content (its model and fingerprint)."""
-    fingerprint = getattr(request, "fingerprint", None)
-    described: Any = (
-        fingerprint() if callable(fingerprint) else getattr(request, "payload", repr(request))
-    )
     text = json.dumps(
-        {"model_id": getattr(request, "model_id", None), "request": described},
+        {"model_id": request.model_id, "request": request.fingerprint()},
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -175,9 +172,9 @@ class RunComfy:
         self._journal, self._owns_journal = _journal_from(journal)
         self._resubmit_uncertain = resubmit_uncertain
         self._model_cache = _model_cache_path(model_cache)
-        self._throttle = Throttle(self._limits)
+        self._admission = LocalAdmission(self._limits, self._clock)
         self._api = API(
-            self._transport, self._throttle, self._retry, self._monitor, clock=self._clock
+            self._transport, self._admission, self._retry, self._monitor, clock=self._clock
         )
         self._engine = Engine(
             self._api,
@@ -348,10 +345,7 @@ class RunComfy:
 
     @staticmethod
     def _check_request(request: object) -> None:
-        if not (
-            isinstance(getattr(request, "model_id", None), str)
-            and (hasattr(request, "encode") or isinstance(request, (ImageToVideo, ModelRequest)))
-        ):
+        if not isinstance(request, Request):
             raise TypeError(
                 f"cannot submit a {type(request).__name__}; use ImageToVideo or ModelRequest"
             )
@@ -580,7 +574,7 @@ class RunComfy:
     @property
     def stats(self) -> Stats:
         """Requests by kind, retries, 429s and jobs by outcome, so far."""
-        return self._monitor.snapshot(self._throttle.rate)
+        return self._monitor.snapshot(self._admission.rate)
 
     @property
     def running_on(self) -> list[Job]:

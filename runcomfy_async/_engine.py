@@ -31,7 +31,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -74,6 +74,7 @@ from ._models import (
     Succeeded,
 )
 from ._polling import Phase, PollPolicy, PollState
+from ._requests import Request
 
 REPLAN_SLICE: Final = 256
 """Jobs re-planned between two yields to the event loop."""
@@ -1044,6 +1045,5 @@ def _ended(record: JobRecord) -> bool:
     return record.done
 
 
-def _fingerprint(request: object) -> dict[str, object]:
-    fingerprint = getattr(request, "fingerprint", None)
-    return dict(fingerprint()) if callable(fingerprint) else {}
+def _fingerprint(request: Request | None) -> dict[str, Any]:
+    return {} if request is None else request.fingerprint()

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import attrs
 
-from ._backoff import parse_retry_after
+from ._retry import parse_retry_after
 from ._errors import (
     APIError,
     AuthenticationError,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import math
 import random
-from collections.abc import AsyncIterator
 
 import anyio
 import attrs
@@ -310,37 +307,6 @@ class _Server:
         return True
 
 
-@contextlib.asynccontextmanager
-async def _jumping(clock: VirtualClock) -> AsyncIterator[None]:
-    """``clock.autojumping()`` for code with no I/O at all, hundreds of times faster.
-
-    With no sockets, a loop that has had nothing ready for a few turns waits
-    only for the clock, so the real-time grace that ``settle`` gives peer
-    processes is not needed; these simulations book tens of thousands of
-    timers.
-    """
-    loop = asyncio.get_running_loop()
-
-    async def jump() -> None:
-        while True:
-            quiet = 0
-            while quiet < 3:
-                await asyncio.sleep(0)
-                # Our own wake-up is the only ready callback when nothing else runs.
-                quiet = quiet + 1 if len(getattr(loop, "_ready", ())) <= 1 else 0
-            due = clock.next_timer()
-            if math.isfinite(due):
-                clock._now = max(clock._now, due)
-                clock._fire_due()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(jump)
-        try:
-            yield
-        finally:
-            group.cancel_scope.cancel()
-
-
 _LATENCY = 0.02
 _RETRY_AFTER = 1.0
 
@@ -387,7 +353,7 @@ async def _simulate(
         await sleep(clock, warmup)
         at_warmup.extend(server.accepted.get(i, 0) for i in range(clients))
 
-    async with _jumping(clock), anyio.create_task_group() as group:
+    async with clock.autojumping(io=False), anyio.create_task_group() as group:
         group.start_soon(mark_warmup)
         for caller, admission in enumerate(admissions):
             for _ in range(senders):

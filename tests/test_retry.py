@@ -1,4 +1,4 @@
-"""Backoff and Retry-After as pure functions, with the randomness injected."""
+"""Backoff and Retry-After as pure functions, and the one retry loop, in virtual time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from runcomfy_async import RetryPolicy
-from runcomfy_async._backoff import backoff_delay, parse_retry_after, retry_delay
+from runcomfy_async import RetryPolicy, VirtualClock
+from runcomfy_async._retry import backoff_delay, parse_retry_after, retry_delay, retrying
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 NO_JITTER = RetryPolicy(initial=0.5, maximum=30.0, multiplier=2.0, jitter=0.0)
@@ -204,3 +204,88 @@ def test_retry_policy_defaults():
         )
         == RetryPolicy()
     )
+
+
+# -- the one retry loop, in virtual time ------------------------------------------
+
+
+class FlakyError(Exception):
+    pass
+
+
+class FatalError(Exception):
+    pass
+
+
+def failing(times: int, error: type[Exception] = FlakyErrorError):
+    calls = []
+
+    async def call():
+        calls.append(None)
+        if len(calls) <= times:
+            raise error
+        return len(calls)
+
+    return call, calls
+
+
+async def run_retrying(call, policy, **kw):
+    clock = VirtualClock()
+    async with clock.autojumping(io=False):
+        try:
+            value = await retrying(
+                call,
+                policy=policy,
+                clock=clock,
+                retryable=lambda e: isinstance(e, FlakyError),
+                rand=zero,
+                **kw,
+            )
+        except Exception as exc:
+            return exc, clock.now()
+    return value, clock.now()
+
+
+async def test_retrying_succeeds_after_backoffs():
+    """Three failures, then success: waits 0.5 + 1 + 2 s of backoff."""
+    call, _ = failing(3)
+    value, elapsed = await run_retrying(call, NO_JITTER)
+    assert 4 == value
+    assert 3.5 == elapsed
+
+
+async def test_retrying_raises_at_once_what_is_not_retryable():
+    """An error that is not retryable is raised on the first try."""
+    call, calls = failing(1, FatalError)
+    error, elapsed = await run_retrying(call, NO_JITTER)
+    assert isinstance(error, FatalError)
+    assert (1, 0.0) == (len(calls), elapsed)
+
+
+async def test_retrying_stops_at_the_attempts():
+    """Attempts count the first try: three in all, then the last error."""
+    call, calls = failing(10)
+    error, _ = await run_retrying(call, RetryPolicy(attempts=3, jitter=0.0))
+    assert isinstance(error, FlakyError)
+    assert 3 == len(calls)
+
+
+async def test_retrying_stops_at_the_time_budget():
+    """No wait may end past the budget: the loop gives up before it would."""
+    call, calls = failing(100)
+    policy = RetryPolicy(attempts=100, initial=1.0, maximum=8.0, jitter=0.0, timeout=20.0)
+    error, elapsed = await run_retrying(call, policy)
+    assert isinstance(error, FlakyError)
+    # Waits 1, 2, 4, 8 (15 s); the next (8 s) would end at 23 s > 20 s.
+    assert 15.0 == elapsed
+    assert 5 == len(calls)
+
+
+async def test_retrying_honours_a_deadline_and_a_hint():
+    """A caller's deadline bounds the loop too; a server hint replaces backoff."""
+    call, calls = failing(100)
+    policy = RetryPolicy(attempts=100, jitter=0.0, timeout=None)
+    error, elapsed = await run_retrying(call, policy, deadline=10.0, hint=lambda _: 3.0)
+    assert isinstance(error, FlakyError)
+    assert 9.0 == elapsed
+    assert 4 == len(calls)

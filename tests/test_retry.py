@@ -217,7 +217,7 @@ class FatalError(Exception):
     pass
 
 
-def failing(times: int, error: type[Exception] = FlakyErrorError):
+def failing(times: int, error: type[Exception] = FlakyError):
     calls = []
 
     async def call():

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import anyio.to_thread
 import pytest
 
 from runcomfy_async import ImageToVideo, RetryPolicy, RunComfy
 from runcomfy_async.cli import _report, _run, main
+from runcomfy_async.cli._parser import build_parser
 from runcomfy_async.cli._report import Reporter
-from runcomfy_async.cli._results import Record
+from runcomfy_async.cli._results import STATUSES, Record
 from runcomfy_async.testing import FakeRunComfy, Fixed, sample_image_data_uri, sample_png
 
 TOKEN_VARS = ("RUNCOMFY_API_TOKEN", "RUNCOMFY_TOKEN", "RUNCOMFY_API_KEY")
@@ -487,3 +489,18 @@ def test_version_and_help(capsys):
     assert "--time-scale" in text
     assert "(default: 8765)" in text
     assert "python -m" not in text
+
+
+def test_docs_name_every_option_and_status():
+    """docs/cli.md documents every option of every subcommand, and every status."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    for name, sub in commands.choices.items():
+        assert f"`{name}`" in text, name
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option not in {"-h", "--help"}:
+                    assert f"`{option}" in text, (name, option)
+    for status in STATUSES:
+        assert f"| `{status}` |" in text, status

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import anyio.to_thread
 import attrs
@@ -129,7 +129,7 @@ def _check_prompt(_: object, __: attrs.Attribute[str], value: str) -> None:
         )
 
 
-def _looks_local(parts: Any) -> bool:
+def _looks_local(parts: SplitResult) -> bool:
     # No scheme, "file:", or a Windows drive letter ("C:\\cat.png" parses as
     # scheme "c").
     return not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1
@@ -176,6 +176,7 @@ def check_image_url(
             field, "format", "must use https:// (plain http:// only for loopback hosts)"
         )
     suffix = os.path.splitext(parts.path.lower())[1]  # noqa: PTH122 - a URL path, not a file
+    # A URL without a known image extension may serve anything: the server judges.
     if _URL_TYPES.get(suffix, rules.formats[0]) not in rules.formats:
         raise ValidationError(field, "type", f"must be a {rules.format_names} image")
     return value

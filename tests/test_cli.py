@@ -504,3 +504,24 @@ def test_docs_name_every_option_and_status():
                     assert f"`{option}" in text, (name, option)
     for status in STATUSES:
         assert f"| `{status}` |" in text, status
+
+
+async def test_journal_resume_pays_nothing_twice(tmp_path, capsys, fake_env):
+    """Run again with the same --journal: every key is known, nothing is submitted again."""
+    (tmp_path / "cat.png").write_bytes(sample_png(640, 480))
+    batch = tmp_path / "jobs.csv"
+    batch.write_text("key,prompt,image\ncat,a cat,cat.png\ndog,a dog,cat.png\n")
+    journal = tmp_path / "journal.sqlite"
+    async with FakeRunComfy(time_scale=0.001) as fake:
+        fake_env(fake)
+        assert 0 == await run_main("run", "--batch", str(batch), "--journal", str(journal))
+        first = {r["key"]: r for r in lines(capsys.readouterr().out)}
+        assert 2 == fake.count("submit")
+        assert 0 == await run_main("run", "--batch", str(batch), "--journal", str(journal))
+        again = {r["key"]: r for r in lines(capsys.readouterr().out)}
+        assert 2 == fake.count("submit")
+    assert {"cat", "dog"} == set(first) == set(again)
+    assert {k: r["request_id"] for k, r in first.items()} == {
+        k: r["request_id"] for k, r in again.items()
+    }
+    assert {"succeeded"} == {r["status"] for r in again.values()}

@@ -173,6 +173,7 @@ class Engine:
         # the intent and the acceptance are awaited where they happen.
         self._journal_queue: deque[tuple[str, tuple[object, ...], dict[str, object]]] = deque()
         self._journal_wake = anyio.Event()
+        self._journal_lock = anyio.Lock()
         self._journal_error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -309,28 +310,29 @@ class Engine:
 
     async def _flush_journal(self) -> None:
         """Write what the writer task has not written yet (at close, shielded)."""
-        while self._journal_queue and self._journal_error is None:
-            await self._write_one()
+        await self._write_pending()
 
     async def _write_journal(self) -> None:
         while True:
-            while self._journal_queue and self._journal_error is None:
-                await self._write_one()
+            await self._write_pending()
             self._journal_wake = anyio.Event()
-            await self._journal_wake.wait()
+            if not self._journal_queue:
+                await self._journal_wake.wait()
 
-    async def _write_one(self) -> None:
-        method, args, kwargs = self._journal_queue[0]
-        try:
-            with anyio.CancelScope(shield=True):
-                await getattr(self._journal, method)(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any store failure must stop the sending
-            # A lost record is a lost billed job: fail loudly, send no more.
-            logger.exception("the journal failed; no more jobs are sent")
-            self._journal_error = exc
-            self._fail_pending(JournalError(f"the journal failed: {exc!r}"))
-            return
-        self._journal_queue.popleft()
+    async def _write_pending(self) -> None:
+        # One writer at a time (the task, or the close's flush), so records
+        # go out in order and each exactly once.
+        async with self._journal_lock:
+            while self._journal_queue and self._journal_error is None:
+                method, args, kwargs = self._journal_queue.popleft()
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await getattr(self._journal, method)(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - any store failure must stop the sending
+                    # A lost record is a lost billed job: fail loudly, send no more.
+                    logger.exception("the journal failed; no more jobs are sent")
+                    self._journal_error = exc
+                    self._fail_pending(JournalError(f"the journal failed: {exc!r}"))
 
     def _journal_later(self, method: str, *args: object, **kwargs: object) -> None:
         self._journal_queue.append((method, args, kwargs))

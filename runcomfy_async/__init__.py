@@ -56,32 +56,31 @@ from ._events import (
     RequestRetried,
     Stats,
 )
+from ._images import DREAMINA_IMAGE_RULES, ImageInfo, ImageRules, LocalImage
 from ._job import Job, Outcome
 from ._journal import Journal, JournalRecord, NullJournal, SQLiteJournal
 from ._models import (
-    DREAMINA_I2V_MODEL_ID,
     Accepted,
     Cancelled,
     CancelOutcome,
     Completed,
     Failed,
-    ImageToVideo,
     JobResult,
     JobStatus,
-    ModelRequest,
     Pending,
     Queued,
-    Request,
     Running,
     Submission,
     Succeeded,
 )
-from ._polling import AdaptivePolling, FixedInterval, PollPolicy, PollState
+from ._polling import AdaptivePolling, FixedInterval, Phase, PollPolicy, PollState
+from ._requests import DREAMINA_I2V_MODEL_ID, ImageToVideo, ModelRequest, Request
 
 __all__ = [
     "API",
     "DEFAULT_BASE_URL",
     "DREAMINA_I2V_MODEL_ID",
+    "DREAMINA_IMAGE_RULES",
     "APIError",
     "APIUnreachableError",
     "Accepted",
@@ -99,6 +98,8 @@ __all__ = [
     "Failed",
     "FixedInterval",
     "Hook",
+    "ImageInfo",
+    "ImageRules",
     "ImageToVideo",
     "InputRejectedError",
     "InsufficientBalanceError",
@@ -117,6 +118,7 @@ __all__ = [
     "JournalError",
     "JournalRecord",
     "Limits",
+    "LocalImage",
     "MissingTokenError",
     "ModelNotFoundError",
     "ModelRequest",
@@ -125,6 +127,7 @@ __all__ = [
     "Outcome",
     "Pending",
     "PermissionDeniedError",
+    "Phase",
     "PollPolicy",
     "PollState",
     "ProtocolError",

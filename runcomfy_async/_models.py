@@ -15,47 +15,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
-# The requests moved to ._requests; these names stay importable from here
-# until every caller imports them from there.
-from ._requests import (
-    DREAMINA_I2V_MODEL_ID,
-    FRAME_CHOICES,
-    MAX_PROMPT_LENGTH,
-    SEED_MAX,
-    SEED_RANDOM,
-    ImageToVideo,
-    ModelRequest,
-    Request,
-    check_image_url,
-)
-
 __all__ = [
-    "DREAMINA_I2V_MODEL_ID",
-    "FRAME_CHOICES",
-    "MAX_PROMPT_LENGTH",
-    "SEED_MAX",
-    "SEED_RANDOM",
-    "TERMINAL_STATES",
     "Accepted",
     "CancelOutcome",
     "Cancelled",
     "Completed",
     "Failed",
-    "ImageToVideo",
     "JobResult",
     "JobStatus",
-    "ModelRequest",
     "Pending",
     "Queued",
-    "Request",
     "Running",
     "Submission",
     "Succeeded",
-    "check_image_url",
 ]
 
 
@@ -206,7 +182,6 @@ JobStatus: TypeAlias = (
 )
 """Every state a job can be seen in."""
 
-TERMINAL_STATES: Final = (Completed, Succeeded, Failed, Cancelled)
 
 
 @attrs.frozen(kw_only=True)

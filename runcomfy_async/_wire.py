@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import attrs
 
-from ._retry import parse_retry_after
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -34,14 +33,13 @@ from ._models import (
     CancelOutcome,
     Completed,
     Failed,
-    ImageToVideo,
     JobResult,
-    ModelRequest,
     Queued,
     Running,
     Submission,
     Succeeded,
 )
+from ._retry import parse_retry_after
 
 API_PREFIX: Final = "/v1"
 SNIPPET_CHARS: Final = 300
@@ -120,21 +118,6 @@ def cancel_path(request_id: str) -> str:
 
 RESULT_PARAMS: Final = {"include_cost": "true"}
 """Query of every result call: the cost comes at no extra request."""
-
-
-# -- requests ----------------------------------------------------------------
-
-
-def encode_request(request: ImageToVideo | ModelRequest) -> tuple[str, dict[str, Any]]:
-    """Return ``(model_id, body)`` for a typed request, reading a local image now.
-
-    Transitional and blocking (a file-backed request reads its file in the
-    calling thread): the engine should ``await request.encode()`` instead,
-    which reads in a worker thread and serves any :class:`Request`.
-    """
-    if isinstance(request, (ImageToVideo, ModelRequest)):
-        return request.model_id, request._encode_now()
-    raise TypeError(f"cannot submit a {type(request).__name__}; use ImageToVideo or ModelRequest")
 
 
 # -- answers -----------------------------------------------------------------

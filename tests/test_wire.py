@@ -15,12 +15,10 @@ from runcomfy_async import (
     CancelOutcome,
     Completed,
     Failed,
-    ImageToVideo,
     InputRejectedError,
     InsufficientBalanceError,
     JobResult,
     ModelNotFoundError,
-    ModelRequest,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -36,7 +34,6 @@ from runcomfy_async._wire import (
     SNIPPET_CHARS,
     Reply,
     cancel_path,
-    encode_request,
     error_from,
     parse_cancel,
     parse_result,
@@ -104,31 +101,6 @@ def test_request_id_cannot_escape_its_path_segment():
 def test_result_params_ask_for_the_cost():
     """Every result call asks for the cost."""
     assert {"include_cost": "true"} == RESULT_PARAMS
-
-
-def test_encode_image_to_video():
-    """ImageToVideo becomes the seed model's schema, the image in a one-item list."""
-    request = ImageToVideo(prompt="a cat", image_url="https://x.test/a.png", seed=7, frames=241)
-
-    assert (
-        "bytedance/dreamina-3-0/pro/image-to-video",
-        {"prompt": "a cat", "image_urls": ["https://x.test/a.png"], "seed": 7, "frames": 241},
-    ) == encode_request(request)
-
-
-def test_encode_model_request_copies_the_payload():
-    """A ModelRequest is sent as its payload, copied into a plain dict."""
-    payload = {"prompt": "x", "nested": {"a": 1}}
-    model_id, body = encode_request(ModelRequest("acme/generic/text-to-video", payload))
-
-    assert ("acme/generic/text-to-video", payload) == (model_id, body)
-    assert body is not payload
-
-
-def test_encode_rejects_other_objects():
-    """Anything else is a TypeError, not a silent submit."""
-    with pytest.raises(TypeError, match="ImageToVideo or ModelRequest"):
-        encode_request({"prompt": "x"})
 
 
 # -- submit ------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from runcomfy_async import ImageToVideo, JobFailedError, RunComfy, RunComfyError
 JOB_TIMEOUT = 15 * 60
 """Seconds a job may take, from its submit; a queued job past it is cancelled."""
 
-SHUTDOWN_TIMEOUT = 20.0
+SHUTDOWN_TIMEOUT = 10.0
 """Seconds aiohttp lets in-flight requests finish at shutdown before cancelling them.
 
-Keep it well under your platform's grace period (Kubernetes: 30 s by
+aiohttp 3.14 may wait up to twice this, and the client's close comes after.
+Keep the sum well under your platform's grace period (Kubernetes: 30 s by
 default): a process killed before the client closes leaves its queued jobs
 queued, to run and be billed with no one waiting for them.
 """

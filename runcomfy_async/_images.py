@@ -97,7 +97,7 @@ class ImageRules:
 
     @property
     def format_names(self) -> str:
-        """The accepted types in words: ``"JPEG or PNG"``."""
+        """Name the accepted types in words, such as ``"JPEG or PNG"``."""
         return " or ".join(_FORMAT_NAMES[mime] for mime in self.formats)
 
     def check_size(self, size: int, *, field: str = "image_url") -> None:
@@ -712,7 +712,7 @@ def validate_data_uri(
 
     Raises:
         ValidationError: as :func:`decode_data_uri` and
-            :func:`validate_image_bytes`.
+            ``validate_image_bytes``.
 
     """
     mime, data = decode_data_uri(uri, field=field)
@@ -725,7 +725,7 @@ def to_data_uri(
     """Check an image and wrap it in a ``data:<mime>;base64,`` URI.
 
     Raises:
-        ValidationError: as :func:`validate_image_bytes`.
+        ValidationError: as ``validate_image_bytes``.
 
     """
     info = validate_image_bytes(data, field=field, rules=rules)
@@ -769,7 +769,7 @@ class LocalImage:
 
         Raises:
             OSError: The file cannot be read (``FileNotFoundError`` ...).
-            ValidationError: as :func:`validate_image_bytes`.
+            ValidationError: as ``validate_image_bytes``.
 
         """
         path = Path(path).absolute()

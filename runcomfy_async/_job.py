@@ -41,7 +41,7 @@ class Outcome(str, enum.Enum):
     TIMED_OUT = "timed_out"
     """Its deadline passed (see :attr:`Job.billed`: a running job runs on)."""
     RUNNING_ON = "running_on"
-    """The client stopped following it while it ran on the server: billed; re-attach it."""
+    """The client stopped following it while it ran on the server (billed); re-attach it."""
     UNCERTAIN = "uncertain"
     """Its submit may have created a billed job; the answer was lost."""
     ERROR = "error"

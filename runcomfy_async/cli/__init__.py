@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hint is not None:
         reporter.say(hint)
     try:
-        with _log_to(reporter, enabled=args.verbose):
+        with _log_to(reporter, verbose=args.verbose):
             if args.command == "run":
                 return anyio.run(run, _plan(args, reporter), reporter)
             return _single(args, reporter)
@@ -178,21 +178,28 @@ def _single(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 @contextlib.contextmanager
-def _log_to(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
-    """With ``--verbose``, the library's log goes to the reporter."""
-    if not enabled:
-        yield
-        return
+def _log_to(reporter: Reporter, *, verbose: bool) -> Iterator[None]:
+    """Send the library's log through the reporter: warnings always, more with -v.
+
+    Without this, Python's last-resort handler would print the library's
+    warnings (a failed journal, a failed remote cancel) past the display.
+    """
 
     class _ToReporter(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            reporter.say(f"{record.levelname.lower()}: {record.getMessage()}")
+            text = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info and record.exc_info[1] is not None and verbose:
+                text += f" ({record.exc_info[1]!r})"
+            if record.levelno >= logging.WARNING:
+                reporter.warn(text)
+            else:
+                reporter.say(text)
 
     logger = logging.getLogger("runcomfy_async")
-    handler = _ToReporter()
+    handler = _ToReporter(logging.INFO if verbose else logging.WARNING)
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         yield
     finally:

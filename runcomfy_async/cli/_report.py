@@ -325,7 +325,7 @@ class Reporter:
         if record.billed and record.cost:
             tally.cost += record.cost
         since = tally.since.get(record.index)
-        if since is not None and record.status not in {"running", "queued"}:
+        if since is not None and record.status in {"succeeded", "failed"}:
             tally.took[record.index] = (record.key, record.request_id, time.monotonic() - since)
         billed = {True: "billed", False: "not billed", None: "billing unknown"}[record.billed]
         detail = record.error or record.video_url or ""

@@ -38,6 +38,7 @@ from runcomfy_async import (
     Job,
     Limits,
     Outcome,
+    Queued,
     RetryPolicy,
     RunComfy,
     RunComfyError,
@@ -232,7 +233,7 @@ class _Batch:
             job = client.submit(request, timeout=timeout, key=spec.key)
             self.jobs[job] = spec
             self.reporter.track(job, spec.index, spec.key)
-            job.add_done_callback(send.send_nowait)
+            job.add_done_callback(lambda done: _deliver(send, done))
 
     def _unsent_record(self, spec: JobSpec) -> Record:
         if self.stopping == "unreachable":
@@ -411,7 +412,12 @@ class _Batch:
             )
         )
         for job, spec in left:
-            word = "running (billed)" if isinstance(job.state, Running) else "queued"
+            if isinstance(job.state, Running):
+                word = "running (billed)"
+            elif isinstance(job.state, Queued):
+                word = "queued"
+            else:
+                word = "accepted, not seen since (it may be running, and billed)"
             self.reporter.warn(f"  {spec.key}  {job.request_id}  {word}")
 
     def _exit_now(self) -> None:
@@ -479,3 +485,10 @@ class _Batch:
                 f"{plural(len(left), 'job')} left on the server; collect them with: "
                 f"runcomfy-async wait {ids}"
             )
+
+
+def _deliver(send: MemoryObjectSendStream[Job], job: Job) -> None:
+    # A job the client's close settles arrives after the collector has
+    # stopped; its line is written from the close's side instead.
+    with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+        send.send_nowait(job)

@@ -16,9 +16,11 @@ from runcomfy_async import (
     API,
     DEFAULT_BASE_URL,
     DREAMINA_I2V_MODEL_ID,
+    Accepted,
     APIError,
     Cancelled,
     CancelOutcome,
+    Clock,
     Completed,
     Event,
     Failed,
@@ -29,10 +31,12 @@ from runcomfy_async import (
     JobFailedError,
     JobFinished,
     JobResult,
+    JobRunningOnError,
     JobStatus,
     JobTimeoutError,
     Limits,
     ModelRequest,
+    Outcome,
     Pending,
     Queued,
     RateLimitedError,
@@ -42,6 +46,7 @@ from runcomfy_async import (
     RunComfy,
     RunComfyError,
     Running,
+    SQLiteJournal,
     Stats,
     Submission,
     SubmissionUncertainError,
@@ -49,6 +54,7 @@ from runcomfy_async import (
     Timeouts,
     TransportError,
     ValidationError,
+    VirtualClock,
 )
 
 VERSION: str = runcomfy_async.__version__
@@ -73,6 +79,8 @@ def describe(status: JobStatus) -> str:  # noqa: PLR0911 - one return per state
     match status:
         case Pending():
             return "not sent"
+        case Accepted():
+            return "accepted (billed), not yet polled"
         case Queued(position=position):
             assert_type(position, int | None)
             return f"queued at {position}"
@@ -146,6 +154,15 @@ async def run_batch() -> None:
 
         followed = client.attach("request-id", model_id=DREAMINA_I2V_MODEL_ID)
         assert_type(followed, Job)
+        assert_type(followed.billed, bool | None)
+        assert_type(followed.outcome, Outcome | None)
+        assert_type(followed.key, str | None)
+
+        async for streamed in client.stream(iter(build_requests()), window=8):
+            assert_type(streamed, Job)
+        assert_type(await client.resume(), list[Job])
+        assert_type(client.running_on, list[Job])
+        assert_type(client.clock, Clock)
         assert_type(client.stats, Stats)
         assert_type(client.stats.total_requests, int)
 
@@ -183,3 +200,22 @@ def handle(error: Exception) -> str:
         assert_type(error.status, int | None)
         assert_type(error.error_code, int | None)
     return str(error)
+
+
+async def durable_and_virtual() -> None:
+    """A journal by path or by object, and a virtual clock for tests."""
+    clock = VirtualClock()
+    assert_type(clock.now(), float)
+    async with clock.autojumping(io=False):
+        await clock.advance(1.0)
+    journal = SQLiteJournal("batch.journal")
+    async with RunComfy("token", journal=journal, clock=clock, resubmit_uncertain=False) as client:
+        job = client.submit(build_requests()[0], key="line-1")
+        assert_type(job.key, str | None)
+    async with RunComfy("token", journal="batch.journal", model_cache=False):
+        pass
+
+
+def ran_on(error: Exception) -> bool:
+    """A job left running at close is billed and re-attachable."""
+    return isinstance(error, JobRunningOnError)

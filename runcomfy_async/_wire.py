@@ -9,6 +9,7 @@ into the closed set of types in :mod:`._models`, or into one of the errors of
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -46,6 +47,10 @@ SNIPPET_CHARS: Final = 300
 """How much of a non-JSON body (an HTML 502 page, say) an error keeps."""
 
 RESULT_NOT_READY: Final = 400005
+
+# What a request id may look like (RunComfy's are UUIDs): no slashes, no dots
+# run together, nothing a path or a file name could be tricked by.
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:-]{0,127}")
 
 # Drift the contract lists: both words of each pair mean the same thing.
 _SUCCESS = frozenset({"completed", "succeeded"})
@@ -249,8 +254,13 @@ def _state_word(data: Mapping[str, Any], what: str, reply: Reply, rid: str | Non
 
 
 def _unknown_state(word: str, what: str, reply: Reply, rid: str | None) -> ProtocolError:
+    # A well-formed answer with a word we do not know will not change by
+    # asking again: report it at once, with the body that carried it.
     return ProtocolError(
-        f"{what} answer has an unknown status {word!r}", status=reply.status, request_id=rid
+        f"{what} answer has an unknown status {word!r}: {_snippet(reply)!r}",
+        status=reply.status,
+        request_id=rid,
+        retryable=False,
     )
 
 
@@ -277,7 +287,18 @@ def parse_submission(reply: Reply) -> Submission:
         value = data.get(key)
         return value if isinstance(value, str) else None
 
-    return Submission(rid, url("status_url"), url("result_url"), url("cancel_url"))
+    submission = Submission(rid, url("status_url"), url("result_url"), url("cancel_url"))
+    # The client has no id of its own to compare a submit's answer with, so
+    # it checks what it can: the id's form, and that the answer's own URLs
+    # name the same job. An answer that fails is not understood, and a paid
+    # submit that is not understood is uncertain (a job may exist).
+    named = [u for u in (submission.status_url, submission.result_url) if u is not None]
+    if not _REQUEST_ID.fullmatch(rid) or any(f"/{quote(rid, safe='')}/" not in u for u in named):
+        raise ProtocolError(
+            f"submit answer names an unusable or inconsistent request_id: {_snippet(reply)!r}",
+            status=reply.status,
+        )
+    return submission
 
 
 def _failure(data: Mapping[str, Any]) -> Failed:

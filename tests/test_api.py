@@ -568,8 +568,8 @@ async def test_huge_retry_after_is_capped(serving):
     assert 0.02 <= waited < 0.5
 
 
-async def test_unknown_status_is_bounded(serving):
-    """An unknown status word is retried a bounded number of times, then a ProtocolError."""
+async def test_unknown_status_is_reported_at_once(serving):
+    """An unknown status word is a ProtocolError at once, naming the word and the body."""
     seen = []
 
     async def handler(request):
@@ -577,10 +577,12 @@ async def test_unknown_status_is_bounded(serving):
         return web.json_response({"request_id": "r", "status": "paused"})
 
     async with serving(handler) as base_url, opened(base_url) as client:
-        with pytest.raises(ProtocolError, match="paused"):
+        with pytest.raises(ProtocolError, match="paused") as raised:
             await client.api.status("r")
 
-    assert ATTEMPTS == len(seen)
+    assert 1 == len(seen)
+    assert not raised.value.retryable
+    assert '"request_id": "r"' in raised.value.message
 
 
 # -- the paid submit ---------------------------------------------------------------------

@@ -141,6 +141,13 @@ def test_submission_non_string_urls_are_ignored():
         pytest.param({"request_id": ""}, id="empty-request-id"),
         pytest.param({"request_id": 12}, id="numeric-request-id"),
         pytest.param([RID], id="json-list"),
+        pytest.param({"request_id": "../../escaped"}, id="path-request-id"),
+        pytest.param({"request_id": "/etc/passwd"}, id="absolute-request-id"),
+        pytest.param({"request_id": "a b"}, id="spaced-request-id"),
+        pytest.param(
+            {"request_id": RID, "status_url": "https://h/v1/requests/other-job/status"},
+            id="urls-name-another-job",
+        ),
     ],
 )
 def test_submission_malformed_is_protocol_error(body):

@@ -1,8 +1,10 @@
 """Poll efficiency in virtual time: the library's own policies against the bound.
 
 A discrete-event simulation drives the library's policy classes (imported,
-not copied) the way the engine does: a job is polled on ``/status`` while its
-phase is unknown or queued and on ``/result`` once seen running; a finish
+not copied) the way the engine does (``Engine._fetch``): a job is polled on
+``/status`` while it is queued, and while its phase is unknown once a job of
+its model has been seen queued in the session; otherwise (running, or a first
+poll while nothing of its model was seen queued) on ``/result``. A finish
 seen on ``/status`` costs one more request (for the outcome); a finish that
 asks for a re-plan pulls the polls of every live job of the key earlier.
 Time is virtual, so every figure is exact and the run takes seconds.
@@ -346,6 +348,7 @@ def simulate(
         heapq.heappush(heap, (job.due, next(seq), job.index))
     live = {job.index for job in jobs}
     first_finish_seen = math.inf
+    queued_seen = False  # the engine's _queued_models, for this one key
     while heap:
         now, _, index = heapq.heappop(heap)
         job = jobs[index]
@@ -357,7 +360,10 @@ def simulate(
         if now < first_finish_seen:
             job.cold_polls += 1
         if now >= job.finish:
-            if state.phase is not Phase.RUNNING:
+            on_status = state.phase is Phase.QUEUED or (
+                state.phase is Phase.UNKNOWN and queued_seen
+            )
+            if on_status:
                 job.requests += 1  # seen done on /status: one more for the outcome
             job.done = True
             job.delay = now - job.finish
@@ -375,6 +381,7 @@ def simulate(
             state.see(Phase.RUNNING, None, now)
         else:
             # Jobs ahead in the FIFO queue not yet started (0 = next).
+            queued_seen = True
             state.see(Phase.QUEUED, index - bisect.bisect_right(starts, now), now)
         policy.observe(state, now)
         job.due = now + policy.next_delay(state, now)
@@ -393,16 +400,20 @@ def fixed_at_delay(
     """Return (requests per job, mean delay) of a fixed poller tuned to mean *delay*.
 
     Exact for the engine's rules: polls at k x interval after the submit,
-    ``/status`` until seen running; the interval is found by bisection.
+    ``/status`` until seen running, except the first polls (all due at once,
+    in submit order) while no job has yet been seen queued, which go to
+    ``/result``; the interval is found by bisection.
     """
     times = schedule(runs, slots)
+    # Jobs before the first one queued at the first poll find theirs on /result.
+    on_result = slots if slots is not None else len(times)
 
     def cost(interval: float) -> tuple[float, float]:
         reqs, delays = 0, 0.0
-        for start, finish in times:
+        for index, (start, finish) in enumerate(times):
             k = max(1, math.ceil(finish / interval))
             reqs += k
-            if k == 1 or (k - 1) * interval < start:
+            if (k == 1 and index >= on_result) or (k > 1 and (k - 1) * interval < start):
                 reqs += 1  # the poll before saw it queued: the finish is seen on /status
             delays += k * interval - finish
         return reqs / len(times), delays / len(times)

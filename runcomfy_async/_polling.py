@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._runtime_model import RunTimeModel
+from ._runtime_model import PollPlan, RunTimeModel
 
 __all__ = [
     "AdaptivePolling",
@@ -187,7 +187,13 @@ class FixedInterval:
 
 
 _REPLAN_UNTIL = 64
-"""Re-plans stop once a model has seen this many finishes: it has settled."""
+"""Re-plans at doublings stop once a model has seen this many finishes: it has settled."""
+_PLAN_EVENTS = 0.1
+"""A plan is solved again once the model has seen this share more finishes..."""
+_PLAN_FRONTIER = 1.05
+"""...or watched jobs this much longer than when it was solved."""
+_PLAN_CACHE = 64
+"""Plans kept (one per key and scale) before the cache is emptied."""
 
 
 @attrs.define(kw_only=True)
@@ -230,6 +236,9 @@ class AdaptivePolling:
             with a fifth of its weight.
         prior_cap: A persisted model counts as at most this many finishes,
             so this session's own evidence soon outweighs it.
+        plan_after: Finishes (a prior's weighted ones included) a model
+            needs before the schedule is solved exactly for it (see
+            :class:`PollPlan`); before, the local rule is used.
         rand: The random source (seedable for tests).
 
     """
@@ -252,9 +261,13 @@ class AdaptivePolling:
     drain_samples: int = 64
     stale_after: float = 7 * 86400.0
     prior_cap: float = 200.0
+    plan_after: float = 100.0
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _cold_jobs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _plans: dict[tuple[str, float], tuple[int, int, float, PollPlan]] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
     _drain: float | None = attrs.field(default=None, init=False)
     _moving_since: float | None = attrs.field(default=None, init=False, repr=False)
     _sightings: deque[tuple[float, float]] = attrs.field(factory=deque, init=False, repr=False)
@@ -377,14 +390,11 @@ class AdaptivePolling:
             return growth * max(elapsed, self.first_poll)
         scale = state.scale
         run = elapsed / scale
-        # The optimal local spacing, with the hazard taken mid-step.
-        spacing = self.ceiling / scale
-        for _ in range(3):
-            rate = model.hazard(run + spacing / 2.0)
-            spacing = math.sqrt(2.0 * self.delay_cost / scale / rate) if rate > 0 else math.inf
-        # Never leap over more than max_step_chance of finishing.
-        budget = -math.log(1.0 - self.max_step_chance)
-        spacing = min(spacing, model.horizon(run, budget) - run)
+        if model.evidence >= self.plan_after:
+            # Enough finishes for the hazard to be trusted: the exact optimum.
+            spacing = self._plan(state.key, model, scale).next_poll(run)
+        else:
+            spacing = self._local_spacing(model, run, scale)
         # Beyond anything seen, the hazard is a guess (and a rising one is
         # underestimated by extrapolating it flat): creep forward.
         if run + spacing > model.frontier:
@@ -394,6 +404,41 @@ class AdaptivePolling:
                 + self.frontier_growth * max(run, self.first_poll / scale),
             )
         return spacing * scale
+
+    def _local_spacing(self, model: RunTimeModel, run: float, scale: float) -> float:
+        # While a model is young its hazard is noisy, and an exact optimum
+        # for it would chase the noise: the local rule sqrt(2 c / h), with
+        # the hazard taken mid-step, is more forgiving.
+        spacing = self.ceiling / scale
+        for _ in range(3):
+            rate = model.hazard(run + spacing / 2.0)
+            spacing = math.sqrt(2.0 * self.delay_cost / scale / rate) if rate > 0 else math.inf
+        # Never leap over more than max_step_chance of finishing.
+        budget = -math.log(1.0 - self.max_step_chance)
+        return min(spacing, model.horizon(run, budget) - run)
+
+    def _plan(self, key: str, model: RunTimeModel, scale: float) -> PollPlan:
+        # Solving a plan takes milliseconds: solve it again only when the
+        # model has learned enough to change it.
+        revision = model.revision
+        cached = self._plans.get((key, scale))
+        if cached is not None:
+            seen, finished, frontier, plan = cached
+            if seen == revision or (
+                model.finished < finished + max(1.0, _PLAN_EVENTS * finished)
+                and model.frontier < _PLAN_FRONTIER * frontier
+            ):
+                return plan
+        if len(self._plans) >= _PLAN_CACHE:
+            self._plans.clear()
+        plan = model.plan(
+            self.delay_cost / scale,
+            floor=self.floor / scale,
+            ceiling=self.ceiling / scale,
+            max_step_chance=self.max_step_chance,
+        )
+        self._plans[key, scale] = (revision, model.finished, model.frontier, plan)
+        return plan
 
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""

@@ -65,7 +65,7 @@ from runcomfy_async.testing import sample_jpeg, sample_png
 
 settings.register_profile(
     "properties",
-    max_examples=int(os.environ.get("RUNCOMFY_PROPERTY_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("RUNCOMFY_PROPERTY_EXAMPLES", "40")),
     deadline=None,
     database=None,
     # One failure at a time: an xfail below names the exception it expects.
@@ -243,14 +243,7 @@ scales = st.floats() | st.integers() | any_value
 
 
 @PROPERTIES
-@example("owner/model", _nested(5000), 1.0)
 @given(model_ids, payloads, scales)
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: ModelRequest's payload check (_json_problem) and _plain recurse without "
-    "bound: a payload nested 900 deep or more raises RecursionError, not ValidationError",
-)
 def test_model_request_builds_or_raises_validation_error(model_id, payload, scale):
     try:
         request = ModelRequest(model_id, payload, run_time_scale=scale)
@@ -260,6 +253,18 @@ def test_model_request_builds_or_raises_validation_error(model_id, payload, scal
     # The body is the payload as sent, as plain JSON.
     body = asyncio.run(request.encode())
     assert json.dumps(body, sort_keys=True) == json.dumps(payload, sort_keys=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="bug: ModelRequest's payload check (_json_problem) and _plain recurse without "
+    "bound: a payload nested 900 deep or more raises RecursionError, not ValidationError",
+)
+def test_a_payload_nested_too_deep_is_a_validation_error():
+    # Not an @example: Hypothesis's own printer cannot show a value this deep.
+    with pytest.raises(ValidationError):
+        ModelRequest("owner/model", _nested(5000))
 
 
 @PROPERTIES
@@ -338,10 +343,12 @@ DIGIT_LOOKALIKE_CODE = Reply(200, json.dumps({"error_code": "\u00b2"}).encode())
 HUGE_COST = Reply(
     200, b'{"status": "completed", "request_id": "req-0001", "cost": 1' + b"0" * 400 + b"}"
 )
+INFINITE_COST = Reply(200, b'{"status": "completed", "request_id": "req-0001", "cost": Infinity}')
 WIRE_BUGS = (
     "bugs: _wire._decode lets json's RecursionError escape for a body nested 5,000 deep; "
     "_code calls int() on '\u00b2' (str.isdigit() is true for it) and raises ValueError; "
-    "_job_result's float(cost) raises OverflowError for an integer cost over 1e308"
+    "_job_result's float(cost) raises OverflowError for an integer cost over 1e308, and "
+    "keeps a cost of Infinity or NaN (json.loads reads both) as the job's price"
 )
 FOREIGN = (RecursionError, ValueError, OverflowError)
 
@@ -404,8 +411,9 @@ PARSERS: dict[str, tuple[Callable[[Reply], object], tuple[type, ...]]] = {
 @example(DEEP_JSON, "status")
 @example(DIGIT_LOOKALIKE_CODE, "cancel")
 @example(HUGE_COST, "result")
+@example(INFINITE_COST, "result")
 @given(replies, st.sampled_from(sorted(PARSERS)))
-@pytest.mark.xfail(strict=True, raises=FOREIGN, reason=WIRE_BUGS)
+@pytest.mark.xfail(strict=True, raises=(*FOREIGN, AssertionError), reason=WIRE_BUGS)
 def test_job_parsers_return_a_state_or_raise_an_api_error(reply, which):
     parse, types = PARSERS[which]
     outcome = _outcome(lambda: parse(reply), APIError)
@@ -422,7 +430,14 @@ def test_job_parsers_return_a_state_or_raise_an_api_error(reply, which):
 
 
 @PROPERTIES
-@given(st.sampled_from([200, 201, 202, 299]), wire_objects, st.sampled_from(sorted(PARSERS)))
+@given(
+    st.sampled_from([200, 201, 202, 299]),
+    st.fixed_dictionaries(
+        {"status": st.sampled_from(STATUS_WORDS) | json_scalars},
+        optional={"outcome": wire_fields["outcome"], "cost": st.floats(), "error": json_scalars},
+    ),
+    st.sampled_from(sorted(PARSERS)),
+)
 def test_an_answer_about_another_job_is_a_protocol_error(status, data, which):
     data = {**data, "request_id": "req-other"}
     data.pop("error_code", None)
@@ -577,11 +592,10 @@ def _check_batch_outcome(specs: list[Any], errors: list[tuple[int, str]]) -> Non
 def test_jsonl_batch_returns_jobs_or_line_numbered_errors(scratch, lines):
     specs, errors = _read_and_check(scratch, "jobs.jsonl", "\n".join(lines))
     _check_batch_outcome(specs, errors)
-    assert all(number <= len(lines) for number, _ in errors) or any(
-        # A written line with a line break in it is counted as more.
-        len(line.splitlines()) > 1
-        for line in lines
-    )
+    text = "\n".join(lines)
+    # However the reader counts lines, a number names one of them.
+    most = max(len(text.split("\n")), len(text.splitlines()))
+    assert all(number <= most for number, _ in errors)
 
 
 good_jobs = st.builds(
@@ -700,7 +714,8 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     "so a quoted cell with a line break loses it ('line one\\nline two' is read as "
     "'line oneline two'), later rows get wrong line numbers, and a cell holding "
     "\\x1c-\\x1e, \\x85 or U+2028 is cut in two rows ('0\\x1e' fails as 'image: is "
-    "required'); read with csv.reader(io.StringIO(text, newline=''))",
+    "required'), and read_text() turns a cell's '\\r' into '\\n'; read the file with "
+    "newline='' and parse csv.reader(io.StringIO(text, newline=''))",
 )
 def test_csv_batch_reads_back_what_csv_writes(scratch, rows):
     specs, errors = _read_and_check(scratch, "jobs.csv", _csv_text(rows))

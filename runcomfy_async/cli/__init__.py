@@ -2,9 +2,10 @@
 
 ``main`` parses the command line and hands each subcommand to its module:
 ``run`` to :mod:`._run` (input from :mod:`._batch`, lines from
-:mod:`._results`, everything said on stderr by :mod:`._report`), ``status``,
-``result``, ``cancel`` and ``wait`` to :mod:`._single`, ``emulator`` to
-:mod:`._emulator`.
+:mod:`._results`, resuming from :mod:`._resume`, everything said on stderr
+by :mod:`._report`), ``status``, ``result``, ``cancel`` and ``wait`` to
+:mod:`._single`, ``jobs`` (a journal's jobs) to :mod:`._jobs`, ``emulator``
+to :mod:`._emulator`.
 
 Exit codes: 0 every job succeeded; 1 a job or a call failed; 2 bad input or
 usage (nothing was submitted); 130 interrupted.
@@ -27,9 +28,11 @@ from runcomfy_async._config import base_url_from_env, normalize_base_url, token_
 from ._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from ._batch import lines_from_options, read_batch
 from ._emulator import cmd_emulator
+from ._jobs import list_jobs
 from ._parser import build_parser
 from ._report import Reporter, choose_mode
 from ._results import check_output
+from ._resume import default_journal
 from ._run import RunPlan, run
 from ._single import single_calls, wait
 
@@ -58,14 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode, hint = choose_mode(quiet=args.quiet, log_format=args.log_format)
     else:
         mode, hint = "text", None
-    reporter = Reporter(mode, verbose=args.verbose)
+    verbose = bool(getattr(args, "verbose", False))  # `jobs` has no -v
+    reporter = Reporter(mode, verbose=verbose)
     if hint is not None:
         reporter.say(hint)
     try:
-        with _log_to(reporter, verbose=args.verbose):
-            if args.command == "run":
-                return anyio.run(run, _plan(args, reporter), reporter)
-            return _single(args, reporter)
+        with _log_to(reporter, verbose=verbose):
+            return _dispatch(args, reporter)
     except UsageError as exc:
         for message in exc.messages:
             reporter.error(message)
@@ -73,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         reporter.warn("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace, reporter: Reporter) -> int:
+    if args.command == "run":
+        return anyio.run(run, _plan(args, reporter), reporter)
+    if args.command == "jobs":
+        return list_jobs(args.journal, as_json=args.json)
+    return _single(args, reporter)
 
 
 def _base_url(url: str | None) -> str:
@@ -113,6 +123,7 @@ def _plan(args: argparse.Namespace, reporter: Reporter) -> RunPlan:
     base_url = None if emulated else _base_url(args.base_url)
     output = Path(args.output) if args.output else None
     check_output(output)
+    journal = _journal_path(args, output, emulated=emulated)
     if args.batch is not None:
         lines, form_errors = read_batch(Path(args.batch), seed=args.seed, frames=args.frames)
     else:
@@ -143,8 +154,25 @@ def _plan(args: argparse.Namespace, reporter: Reporter) -> RunPlan:
         download=_download_dir(args.download),
         progress_interval=args.progress_interval,
         dry_run=args.dry_run,
-        journal=Path(args.journal) if args.journal else None,
+        journal=journal,
+        resubmit_uncertain=args.resubmit_uncertain,
     )
+
+
+def _journal_path(args: argparse.Namespace, output: Path | None, *, emulated: bool) -> Path | None:
+    """Return the journal: --journal, else beside --output (not for the built-in emulator)."""
+    if args.journal:
+        journal = Path(args.journal)
+        if journal.is_dir() or not journal.parent.is_dir():
+            raise UsageError(
+                f"--journal: {journal} is a folder or its folder does not exist; give a file "
+                "in an existing folder"
+            )
+        return journal
+    if args.no_journal or output is None or emulated or args.dry_run:
+        # The built-in emulator's jobs die with the process: nothing to resume.
+        return None
+    return default_journal(output)
 
 
 def _download_dir(text: str | None) -> Path | None:

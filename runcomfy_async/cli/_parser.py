@@ -103,12 +103,30 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="save each video into DIR as soon as its job succeeds (as KEY.mp4 when the line "
         "has a key; only from RunComfy's hosts; the token is never sent there)",
     )
-    add("--output", metavar="FILE", help="write the result lines to FILE instead of stdout")
     add(
+        "--output",
+        metavar="FILE",
+        help="append the result lines to FILE instead of stdout; its journal is kept beside "
+        "it (FILE.journal), so the same command run again resumes the batch",
+    )
+    journal = run.add_mutually_exclusive_group()
+    journal.add_argument(
         "--journal",
         metavar="FILE",
-        help="record every paid call in FILE (SQLite) before it leaves; run the same batch "
-        "again with the same journal to resume it without paying twice",
+        help="record every paid call in FILE (SQLite) before it leaves (default with "
+        "--output: FILE.journal beside it); run the same batch again with the same journal "
+        "to resume it without paying twice",
+    )
+    journal.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no journal: a batch run again is paid for again; --output is replaced",
+    )
+    add(
+        "--resubmit-uncertain",
+        action="store_true",
+        help="on resume, send again the jobs whose submit's answer was lost (each may then be "
+        "paid twice: check RunComfy's dashboard first)",
     )
     add("--dry-run", action="store_true", help="check everything, submit nothing")
     add("--emulator", action="store_true", help="use the built-in emulator (nothing is billed)")
@@ -153,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
         single = commands.add_parser(name, help=text, description=text)
         single.add_argument("request_ids", nargs="+", metavar="REQUEST_ID")
         _add_base_url(single)
+    jobs = commands.add_parser(
+        "jobs",
+        help="list a journal's jobs: key, request id, state, billed, cost (read-only)",
+        description="List the jobs of a journal written by 'run' (read-only: it works while "
+        "a run writes the journal), then a count by state. Exit 0, or 2 if there is no "
+        "journal to read.",
+    )
+    jobs.add_argument(
+        "journal",
+        nargs="?",
+        metavar="JOURNAL",
+        help="the journal file (default: the one *.journal file in this folder)",
+    )
+    jobs.add_argument(
+        "--json", action="store_true", help="one JSON object a job on stdout; the count on stderr"
+    )
     commands.add_parser(
         "emulator",
         help=f"serve the emulator for your own tests (options: {PROG} emulator --help)",

@@ -101,6 +101,10 @@ class Summary:
     slowest: Sequence[tuple[str, str | None, float]]
     results: str
     downloads: str | None
+    resumed: int = 0
+    """Jobs whose line was already in the results file when this run began."""
+    journal: str | None = None
+    """The journal this run kept, if any."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the summary as one JSON object."""
@@ -111,7 +115,7 @@ class Summary:
             "cost": round(self.cost, 6),
             "emulated": self.emulated,
             "requests": self.requests,
-            "requests_per_job": round(self.requests / self.jobs, 2) if self.jobs else 0.0,
+            "requests_per_job": round(self.per_job, 2),
             "seconds": round(self.seconds, 3),
             "slowest": [
                 {"key": key, "request_id": rid, "seconds": round(s, 3)}
@@ -119,6 +123,8 @@ class Summary:
             ],
             "results": self.results,
             "downloads": self.downloads,
+            "resumed": self.resumed,
+            "journal": self.journal,
         }
 
     def tally(self) -> str:
@@ -143,18 +149,36 @@ class Summary:
             cost += " (emulated: nothing was billed)"
         return ", ".join(parts) + f"; {cost}"
 
+    @property
+    def per_job(self) -> float:
+        """Requests per job this run handled (lines already written took none)."""
+        handled = self.jobs - self.resumed
+        return self.requests / handled if handled > 0 else 0.0
+
+    def resumed_text(self) -> str:
+        """``150 of 200 lines were already in the results file``."""
+        return (
+            f"{self.resumed} of {plural(self.jobs, 'line')} "
+            f"{'was' if self.resumed == 1 else 'were'} already in {self.results} "
+            "(counted above; not run again)"
+        )
+
     def lines(self) -> list[str]:
         """Return the summary as plain lines."""
-        per_job = self.requests / self.jobs if self.jobs else 0.0
+        per_job = self.per_job
         lines = [
             f"{plural(self.jobs, 'job')}: {self.tally()} in {self.seconds:.1f} s",
             f"billing: {self.billing()}",
             f"requests: {self.requests} ({per_job:.1f} per job)",
         ]
+        if self.resumed:
+            lines.append(f"resumed: {self.resumed_text()}")
         if self.slowest:
             slow = ", ".join(f"{key} {s:.1f} s" for key, _, s in self.slowest)
             lines.append(f"slowest: {slow}")
         lines.append(f"results: {self.results}")
+        if self.journal:
+            lines.append(f"journal: {self.journal}")
         if self.downloads:
             lines.append(f"videos: {self.downloads}")
         return lines
@@ -465,11 +489,15 @@ def _print_table(summary: Summary) -> None:
     table.add_column("")
     table.add_row("outcome", summary.tally())
     table.add_row("billing", summary.billing())
-    per_job = summary.requests / summary.jobs if summary.jobs else 0.0
+    per_job = summary.per_job
     table.add_row("requests", f"{summary.requests} ({per_job:.1f} per job)")
+    if summary.resumed:
+        table.add_row("resumed", summary.resumed_text())
     for n, (key, rid, seconds) in enumerate(summary.slowest):
         table.add_row("slowest" if n == 0 else "", f"{key}  {seconds:.1f} s  {rid or ''}")
     table.add_row("results", summary.results)
+    if summary.journal:
+        table.add_row("journal", summary.journal)
     if summary.downloads:
         table.add_row("videos", summary.downloads)
     _console().print(table)

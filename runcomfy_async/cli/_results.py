@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -50,6 +50,29 @@ class Record:
     error: str | None = None
     file: str | None = None
     download_error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        """Read back a line this command wrote (raises KeyError, TypeError or ValueError)."""
+        billed = data["billed"]
+        if not isinstance(data["key"], str) or not isinstance(data["index"], int):
+            raise TypeError("key must be a string and index a whole number")
+        if data["status"] not in STATUSES or billed not in (True, False, None):
+            raise ValueError(f"status {data['status']!r} or billed {billed!r} is not ours")
+        return cls(
+            index=data["index"],
+            key=data["key"],
+            request_id=data.get("request_id"),
+            status=data["status"],
+            billed=billed,
+            emulated=bool(data.get("emulated")),
+            video_url=data.get("video_url"),
+            urls=tuple(data.get("urls") or ()),
+            cost=data.get("cost"),
+            error=data.get("error"),
+            file=data.get("file"),
+            download_error=data.get("download_error"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return the line's JSON object."""
@@ -189,14 +212,20 @@ def check_output(path: Path | None) -> None:
 
 
 @contextmanager
-def open_results(path: Path | None) -> Iterator[ResultsFile]:
-    """Open the results: *path* (created or replaced), or stdout."""
+def open_results(
+    path: Path | None, *, append: bool = False, written: Mapping[str, Record] | None = None
+) -> Iterator[ResultsFile]:
+    """Open the results: *path* (created or replaced; appended to with *append*), or stdout.
+
+    *written* names the lines the file already holds (a resumed run's), so
+    that none is written twice.
+    """
     if path is None:
-        yield ResultsFile()
+        yield ResultsFile(written=dict(written or {}))
         return
     try:
-        out = path.open("w", encoding="utf-8")
+        out = path.open("a" if append else "w", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--output: cannot write {path}: {exc.strerror or exc}") from exc
     with out:
-        yield ResultsFile(out)
+        yield ResultsFile(out, written=dict(written or {}))

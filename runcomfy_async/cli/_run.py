@@ -36,6 +36,8 @@ from runcomfy_async import (
     DownloadError,
     InsufficientBalanceError,
     Job,
+    JournalError,
+    JournalRecord,
     Limits,
     Outcome,
     Queued,
@@ -43,6 +45,7 @@ from runcomfy_async import (
     RunComfy,
     RunComfyError,
     Running,
+    SQLiteJournal,
     ValidationError,
 )
 
@@ -51,6 +54,10 @@ from ._batch import Images, JobSpec, Line, check, error_lines
 from ._emulator import builtin_emulator
 from ._report import Reporter, Summary
 from ._results import Record, ResultsFile, error_text, not_sent, open_results, record_of
+from ._resume import MAX_NAMED, Prior, named, same_batch, take_up
+
+_FOLLOWED: Final = frozenset({"accepted", "queued", "running", "running_on"})
+_ENDED: Final = frozenset({"succeeded", "failed", "cancelled", "timed_out", "error"})
 
 DOWNLOADS_AT_ONCE: Final = 4
 DEMO_PROMPTS: Final = (
@@ -86,6 +93,7 @@ class RunPlan:
     progress_interval: float
     dry_run: bool
     journal: Path | None = None
+    resubmit_uncertain: bool = False
 
 
 async def run(plan: RunPlan, reporter: Reporter) -> int:
@@ -115,10 +123,93 @@ async def run(plan: RunPlan, reporter: Reporter) -> int:
                 "nothing was submitted"
             )
             return EXIT_OK
-        with open_results(plan.output) as results:
-            batch = _Batch(plan=plan, reporter=reporter, results=results, specs=specs)
+        journal: SQLiteJournal | None = None
+        prior = Prior()
+        if plan.journal is not None:
+            journal = SQLiteJournal(plan.journal)
+            try:
+                # Held from here on: a second run of the batch is refused before
+                # it touches the results file.
+                await journal.open()
+            except JournalError as exc:
+                reporter.error(f"--journal: {exc}")
+                reporter.warn("nothing was submitted")
+                return EXIT_USAGE
+            stack.push_async_callback(journal.close)
+            known = {record.key: record for record in await journal.records()}
+            problems = same_batch(specs, known)
+            if problems:
+                for line in error_lines((0, problem) for problem in problems):
+                    reporter.error(line)
+                reporter.warn(
+                    f"the journal {plan.journal} belongs to another batch (or this one "
+                    "changed): give this batch its own --output or --journal; nothing was "
+                    "submitted"
+                )
+                return EXIT_USAGE
+            if plan.output is not None:
+                prior = take_up(
+                    plan.output, specs, known, resubmit_uncertain=plan.resubmit_uncertain
+                )
+            _say_resuming(reporter, plan, specs, known, prior)
+        # With a journal the results file is appended to (a resumed run adds
+        # what it lacks); without one it is a fresh file.
+        with open_results(plan.output, append=journal is not None, written=prior.kept) as results:
+            batch = _Batch(
+                plan=plan,
+                reporter=reporter,
+                results=results,
+                specs=specs,
+                journal=journal,
+                resumed=len(prior.kept),
+            )
             return await batch.run(token, base_url)
     raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+def _say_resuming(
+    reporter: Reporter,
+    plan: RunPlan,
+    specs: list[JobSpec],
+    known: dict[str, JournalRecord],
+    prior: Prior,
+) -> None:
+    """Say what an earlier run left: lines kept, jobs the journal knows, repairs."""
+    assert plan.journal is not None  # noqa: S101 - only called with a journal
+    if prior.cut:
+        reporter.warn(
+            f"{plan.output}: removed a last line cut off by a crash ({prior.cut} bytes); "
+            "its job's line is written again"
+        )
+    if prior.redone:
+        reporter.say(
+            f"{plan.output}: {plural(len(prior.redone), 'line')} taken out, to be settled "
+            "again: "
+            + ", ".join(f"{r.key} ({r.status})" for r in prior.redone[:MAX_NAMED])
+            + (" ..." if len(prior.redone) > MAX_NAMED else "")
+        )
+    todo = [spec for spec in specs if spec.key not in prior.kept]
+    states = Counter(known[spec.key].state for spec in todo if spec.key in known)
+    if not prior.kept and not states:
+        reporter.say(f"journal: {plan.journal} (run the same command again to resume)")
+        return
+    parts = [f"{len(prior.kept)} of {plural(len(specs), 'job')} already have their line"]
+    follow = sum(n for state, n in states.items() if state in _FOLLOWED)
+    if follow:
+        parts.append(f"{follow} accepted earlier to follow by request id")
+    ended = sum(n for state, n in states.items() if state in _ENDED)
+    if ended:
+        parts.append(f"{ended} ended earlier (their recorded outcome is given)")
+    uncertain = states["intent"] + states["uncertain"]
+    if uncertain:
+        parts.append(
+            f"{uncertain} uncertain ("
+            + ("sent again: --resubmit-uncertain" if plan.resubmit_uncertain else "not sent again")
+            + ")"
+        )
+    fresh = len(todo) - follow - ended - uncertain
+    parts.append(f"{fresh} to send")
+    reporter.say(f"resuming from the journal {plan.journal}: " + "; ".join(parts))
 
 
 @attrs.define
@@ -140,6 +231,8 @@ class _Batch:
     _room: anyio.Semaphore = attrs.field(init=False)
     _group: anyio.abc.TaskGroup | None = None
     _deadline: float | None = None
+    journal: SQLiteJournal | None = None
+    resumed: int = 0
 
     def __attrs_post_init__(self) -> None:
         limits = self.plan.limits
@@ -155,7 +248,8 @@ class _Batch:
             limits=plan.limits,
             retry=CLIENT_RETRY,
             hooks=[reporter.hook],
-            journal=plan.journal,
+            journal=self.journal,
+            resubmit_uncertain=plan.resubmit_uncertain,
         )
         self.client, self.base_url = client, base_url
         if plan.emulated:
@@ -167,7 +261,9 @@ class _Batch:
         )
         if plan.timeout is not None:
             self._deadline = anyio.current_time() + plan.timeout
-        reporter.start(len(self.specs), lambda: client.stats.total_requests)
+        reporter.start(len(self.specs) - self.resumed, lambda: client.stats.total_requests)
+        if len(self.results.written) >= len(self.specs):
+            self._all_settled.set()  # resumed with every line written: nothing to do
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals)
@@ -199,6 +295,8 @@ class _Batch:
         """Create each job when there is room, so unsent work holds no image data."""
         images = Images()
         for spec in self.specs:
+            if spec.key in self.results.written:
+                continue  # its line is in the results file already (a resumed run)
             await self._room.acquire()
             if self.stopping is not None:
                 self._settle(self._unsent_record(spec))
@@ -476,8 +574,11 @@ class _Batch:
                 slowest=self.reporter.slowest(),
                 results=str(self.plan.output) if self.plan.output else "stdout",
                 downloads=str(self.plan.download) if self.plan.download else None,
+                resumed=self.resumed,
+                journal=str(self.plan.journal) if self.plan.journal else None,
             )
         )
+        self._say_uncertain(records)
         left = [r for r in records if r.status in {"running", "queued"}]
         if left:
             ids = " ".join(str(r.request_id) for r in left)
@@ -485,6 +586,29 @@ class _Batch:
                 f"{plural(len(left), 'job')} left on the server; collect them with: "
                 f"runcomfy-async wait {ids}"
             )
+
+    def _say_uncertain(self, records: list[Record]) -> None:
+        """Name every uncertain job (this run's or an earlier one's), and what to do."""
+        uncertain = sorted((r for r in records if r.status == "uncertain"), key=lambda r: r.index)
+        if not uncertain:
+            return
+        if self.journal is None:
+            advice = (
+                "check RunComfy's dashboard before sending them again: a job that was "
+                "created runs and is billed"
+            )
+        else:
+            advice = (
+                "check RunComfy's dashboard, then run the same command with "
+                "--resubmit-uncertain to send them again (each may then be paid twice)"
+            )
+        self.reporter.warn(
+            f"{plural(len(uncertain), 'job')} uncertain: each one's submit was sent, but its "
+            "answer was lost (the run stopped, or the connection dropped), so a job may "
+            f"exist and be billed; not sent again. {advice}:"
+        )
+        for line in named(r.key for r in uncertain):
+            self.reporter.warn(line)
 
 
 def _deliver(send: MemoryObjectSendStream[Job], job: Job) -> None:

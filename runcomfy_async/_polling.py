@@ -403,6 +403,12 @@ class AdaptivePolling:
                 max(model.frontier - run, 0.0)
                 + self.frontier_growth * max(run, self.first_poll / scale),
             )
+        if run > model.frontier:
+            # The job has outlived everything the model has seen (a warm
+            # model from a faster day, say): the hazard here is a guess
+            # extrapolated flat, worth less the further the job outlives it.
+            # Back off with the overshoot, as a cold model would.
+            spacing = max(spacing, self.frontier_growth * (run - model.frontier))
         return spacing * scale
 
     def _local_spacing(self, model: RunTimeModel, run: float, scale: float) -> float:

@@ -45,7 +45,8 @@ _TAIL_EVENTS = 3.0
 """Finishes the hazard at and past the frontier is pooled over (at most ``2 * reach`` bins back)."""
 
 _FORMAT = 1
-_DISAGREE_Z = 3.0
+_DISAGREE_P = 0.005
+"""How improbable this session's finishes must be under a prior to distrust it."""
 """Standard deviations between this session's finishes and the prior's forecast
 beyond which the prior is distrusted."""
 _DISTRUSTED = 0.05
@@ -138,6 +139,23 @@ def _pooled_tail(events: list[float], exposure: list[float], last: int, reach: i
     return (ev + 0.5) / ex if ex > 0 else 0.0
 
 
+def _poisson_surprise(seen: int, mean: float) -> float:
+    """Return the chance, under Poisson(*mean*), of a count as far out as *seen* (one tail)."""
+    if mean <= 0:
+        return 1.0
+    if mean > 50:  # a normal tail is good enough there, and cheap
+        z = abs(seen - mean) / math.sqrt(mean)
+        return 0.5 * math.erfc(z / math.sqrt(2.0))
+    term = total = math.exp(-mean)
+    for k in range(1, seen + 1):
+        term *= mean / k
+        total += term
+    at_most = min(1.0, total)  # P(X <= seen)
+    if seen <= mean:
+        return at_most
+    return 1.0 - at_most + term  # P(X >= seen)
+
+
 @attrs.define
 class RunTimeModel:
     """Learned run-time hazard of one key: events and time at risk, per bin.
@@ -171,6 +189,7 @@ class RunTimeModel:
     prior_weight: float = 0.0
     trusted: bool = True
     _prior_hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
+    _forecast: float = attrs.field(default=0.0, init=False, repr=False)
     _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
     _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
     _frontier: float = attrs.field(default=0.0, init=False)
@@ -183,20 +202,40 @@ class RunTimeModel:
         """Count the span ``[start, end)`` of run time as time at risk."""
         if end <= start:
             return
+        checking = self._checking()
         index = _bin(start)
         while start < end and index < _BINS:
             upper = _EDGES[index + 1] if index < _BINS - 1 else math.inf
             step = min(end, upper) - start
             self.exposure[index] += step
+            if checking:
+                self._forecast += self._prior_hazard[index] * step
             start += step
             index += 1
         self._stale += 1
+        if checking:
+            self._check_prior()
 
     def add_event(self, seconds: float) -> None:
         """Count a job that finished after *seconds* of run time."""
         self.events[_bin(seconds)] += 1.0
         self.finished += 1
         self._stale = _REBUILD_EVERY
+        if self._checking():
+            self._check_prior()
+
+    def _checking(self) -> bool:
+        """Say whether a trusted prior is being checked against this session."""
+        if self.prior_weight <= 0 or not self.trusted:
+            return False
+        if not self._prior_hazard:
+            self._prior_hazard, _ = _smoothed(
+                self.prior_events, self.prior_exposure, self.min_events, self.reach
+            )
+            self._forecast = sum(
+                h * x for h, x in zip(self._prior_hazard, self.exposure, strict=True)
+            )
+        return True
 
     # -- reading -------------------------------------------------------------------
 
@@ -293,8 +332,6 @@ class RunTimeModel:
             return
         self._stale = 0
         self._revision += 1
-        if self.prior_weight > 0 and self.trusted:
-            self._check_prior()
         share = self.weight
         events = [a + share * b for a, b in zip(self.events, self.prior_events, strict=True)]
         exposure = [a + share * b for a, b in zip(self.exposure, self.prior_exposure, strict=True)]
@@ -309,16 +346,14 @@ class RunTimeModel:
 
     def _check_prior(self) -> None:
         # The finishes the prior forecasts for the time at risk this session
-        # watched, against the finishes seen: a Poisson count, so a gap of a
-        # few standard deviations means the service changed pace.
-        if not self._prior_hazard:
-            self._prior_hazard, _ = _smoothed(
-                self.prior_events, self.prior_exposure, self.min_events, self.reach
-            )
-        forecast = sum(h * x for h, x in zip(self._prior_hazard, self.exposure, strict=True))
-        gap = (self.finished - forecast) / math.sqrt(forecast + 1.0)
-        if abs(gap) > _DISAGREE_Z:
+        # watched (kept up to date as exposure comes in, so one long job is
+        # enough to tell), against the finishes seen: a Poisson count, so a
+        # count that improbable under the prior means the service changed pace.
+        # (An exact tail, not a normal gap: one long job that outlived the
+        # prior is already telling, and a z-score of small counts is not.)
+        if _poisson_surprise(self.finished, self._forecast) < _DISAGREE_P:
             self.trusted = False
+            self._stale = _REBUILD_EVERY  # rebuild the hazard without it
 
     # -- persistence -----------------------------------------------------------------
 

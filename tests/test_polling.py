@@ -368,3 +368,36 @@ def test_reattached_jobs_are_polled_sensibly_from_their_first_answer():
     assert outcome.delay_max < 30.0
     assert outcome.delay_mean < 4.0
     assert outcome.requests_per_job < 10.0
+
+
+def poll_times(policy: AdaptivePolling, run_time: float, key: str = "m") -> list[float]:
+    """Return when one running job is polled until it finishes at *run_time*."""
+    job = state("running", key=key)
+    now, times = 0.0, []
+    while now < run_time:
+        now += policy.next_delay(job, now)
+        times.append(now)
+        if now < run_time:
+            job.see(Phase.RUNNING, None, now)
+            policy.observe(job, now)
+    return times
+
+
+def test_a_job_that_outlives_a_stale_warm_model_backs_off():
+    """Warm from 60 s jobs, a 600 s job: the prior is distrusted, then polls back off.
+
+    Where the stale prior expects the finish (40 to 120 s) it polls densely, as
+    it should if it were right; once the job has outlived it beyond doubt the
+    prior loses its weight, and from 200 s on the job is polled no more than a
+    cold one.
+    """
+    stale = seeded()
+    teach(stale, lognormal_runs(200, mean=60.0))
+    warm = seeded()
+    warm.load_models(stale.export_models())
+    warm_times = poll_times(warm, 600.0)
+    cold_times = poll_times(seeded(), 600.0)
+    assert not warm._model("m").trusted
+    late = [t for t in warm_times if t >= 200.0]
+    assert len(late) <= len([t for t in cold_times if t >= 200.0]) + 1
+    assert len(warm_times) <= 4 * len(cold_times)

@@ -11,6 +11,7 @@ the length of the batch.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -128,7 +129,9 @@ def read_batch(path: Path, *, seed: int, frames: int) -> tuple[list[Line], list[
     where none is given, and every error of form (not yet of content).
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # newline="": a CSV cell's "\r" is the user's, not a line ending to translate.
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            text = file.read()
     except FileNotFoundError:
         raise UsageError(f"--batch: no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -149,13 +152,19 @@ def read_batch(path: Path, *, seed: int, frames: int) -> tuple[list[Line], list[
 
 
 def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # JSON lines end at "\n" only: str.splitlines() would also cut at U+2028,
+    # U+0085 or \x1e, which JSON strings may hold unescaped.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
             item = json.loads(raw)
         except json.JSONDecodeError as exc:
             yield number, {}, f"not a JSON object ({exc.msg}, column {exc.colno})"
+            continue
+        except (ValueError, RecursionError) as exc:
+            # A number over 4,300 digits, or nesting beyond the interpreter's limit.
+            yield number, {}, f"not a JSON object we can read ({type(exc).__name__})"
             continue
         if not isinstance(item, dict):
             yield number, {}, f"not a JSON object, but a JSON {type(item).__name__}"
@@ -164,16 +173,23 @@ def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
 
 
 def _csv_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-    rows = csv.reader(text.splitlines())
-    header = next(rows, None)
-    if header is None:
+    rows = _csv_rows(text)
+    first = next(rows, None)
+    if first is None:
+        return
+    _, header, error = first
+    if error is not None:
+        yield 1, {}, error
         return
     names = [name.strip() for name in header]
     unknown = [name for name in names if name not in FIELDS]
     if unknown or not names:
         yield 1, {}, _unknown_message(unknown, "column")
         return
-    for number, row in enumerate(rows, start=2):
+    for number, row, error in rows:
+        if error is not None:
+            yield number, {}, error
+            return
         if not any(cell.strip() for cell in row):
             continue
         if len(row) > len(names):
@@ -184,6 +200,23 @@ def _csv_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
             if cell.strip():
                 fields[name] = _csv_number(cell) if name in {"seed", "frames"} else cell
         yield number, fields, None
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, list[str], str | None]]:
+    """Yield each row with the number of its first line, or a row that is not CSV, last."""
+    # newline="": quoted cells keep their line breaks ("\r" too), and a cell
+    # that spans lines is numbered by its first.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        number = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a cell over csv.field_size_limit(), say
+            yield number, [], f"not CSV ({exc})"
+            return
+        yield number, row, None
 
 
 def _csv_number(cell: str) -> object:
@@ -307,16 +340,25 @@ def _check_image(
         return "", False, "image: must be a non-empty string (a URL or a file path)"
     if _URL.match(image):
         return image, False, _probe(image_url=image)
-    path = str((line.base_dir / Path(image).expanduser()).resolve())
-    if path not in checked:
+    path, problem = _local_path(line.base_dir, image)
+    if problem is None and path not in checked:
         checked[path] = _check_file(path)
-    return path, True, checked[path]
+    return path, True, problem or checked[path]
+
+
+def _local_path(base_dir: Path, image: str) -> tuple[str, str | None]:
+    """Return an image's absolute path, or why it is no usable path."""
+    try:
+        return str((base_dir / Path(image).expanduser()).resolve()), None
+    except (OSError, ValueError, RuntimeError) as exc:
+        # No such home directory, a NUL byte, a name too long ...
+        return "", f"image: {image[:60]!r} is not a usable file path ({exc})"
 
 
 def _check_file(path: str) -> str | None:
-    if not Path(path).is_file():
-        return f"image: no such file: {path}"
     try:
+        if not Path(path).is_file():
+            return f"image: no such file: {path}"
         # The library's whole-file check: type, size, dimensions, ratio, and
         # that the image decodes; the data is dropped until the job is sent.
         ImageToVideo.from_file(path, prompt=_PROBE_PROMPT)

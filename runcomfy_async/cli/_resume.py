@@ -143,7 +143,9 @@ def _parse(text: bytes, where: str) -> Record:
         if isinstance(data, dict):
             return Record.from_json(data)
         problem = TypeError(f"a JSON {type(data).__name__}, not an object")
-    except (ValueError, KeyError, TypeError) as exc:
+    except KeyError as exc:
+        problem = ValueError(f"no {exc.args[0]!r} field")
+    except (ValueError, TypeError) as exc:
         problem = exc
     raise UsageError(
         f"{where}: not a result line of this command ({problem}); give another --output "

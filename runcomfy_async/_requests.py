@@ -135,6 +135,13 @@ def _looks_local(parts: SplitResult) -> bool:
     return not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1
 
 
+def _split_url(value: str, field: str) -> SplitResult:
+    try:
+        return urlsplit(value)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+        raise ValidationError(field, "format", f"is not a valid URL: {exc}") from None
+
+
 def check_image_url(
     value: object, field: str = "image_url", *, rules: ImageRules = DREAMINA_IMAGE_RULES
 ) -> str:
@@ -154,7 +161,7 @@ def check_image_url(
         raise ValidationError(field, "format", "must not be empty")
     if value != value.strip():
         raise ValidationError(field, "format", "must not start or end with white space")
-    parts = urlsplit(value)
+    parts = _split_url(value, field)
     if _looks_local(parts):
         path = parts.path if parts.scheme == "file" else value
         raise ValidationError(
@@ -371,10 +378,16 @@ def _check_model_id(_: object, __: attrs.Attribute[str], value: object) -> None:
         )
 
 
-def _json_problem(value: object, where: str) -> str | None:
+_MAX_DEPTH: Final = 100
+
+
+def _json_problem(value: object, where: str, depth: int = 0) -> str | None:
     """Say where *value* is not plain JSON, or None if it is."""
     if value is None or isinstance(value, (str, bool, int)):
         return None
+    if depth > _MAX_DEPTH:
+        # Deeper than any real input, and recursion must stay bounded.
+        return f"{where.partition('.')[0]} is nested more than {_MAX_DEPTH} levels deep"
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is {value}, which JSON cannot carry"
     items: list[tuple[object, object]]
@@ -384,13 +397,11 @@ def _json_problem(value: object, where: str) -> str | None:
         items = list(enumerate(value))
     else:
         return f"{where} is a {type(value).__name__}, which is not JSON"
-    for key, item in items:
-        if isinstance(value, Mapping) and not isinstance(key, str):
-            return f"{where} has a key {key!r} that is not a string"
-        problem = _json_problem(item, f"{where}.{key}")
-        if problem:
-            return problem
-    return None
+    if isinstance(value, Mapping) and not all(isinstance(key, str) for key, _ in items):
+        key = next(key for key, _ in items if not isinstance(key, str))
+        return f"{where} has a key {key!r} that is not a string"
+    problems = (_json_problem(item, f"{where}.{key}", depth + 1) for key, item in items)
+    return next((problem for problem in problems if problem), None)
 
 
 def _check_payload(_: object, __: attrs.Attribute[Mapping[str, Any]], value: object) -> None:

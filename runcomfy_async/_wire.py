@@ -9,6 +9,7 @@ into the closed set of types in :mod:`._models`, or into one of the errors of
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -139,7 +140,8 @@ def _snippet(reply: Reply) -> str:
 def _decode(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a body nested deeper than the interpreter's limit.
         return _NOT_JSON
 
 
@@ -152,7 +154,8 @@ def _code(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    # isdigit() is also true for "²", which int() refuses: ASCII digits only.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     return None
 
@@ -432,5 +435,15 @@ def _job_result(data: Mapping[str, Any], request_id: str) -> JobResult:
         model_id=model_id if isinstance(model_id, str) else None,
         created_at=_timestamp(data.get("created_at")),
         finished_at=_timestamp(data.get("finished_at")),
-        cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        cost=_cost(cost),
     )
+
+
+def _cost(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return cost if math.isfinite(cost) else None

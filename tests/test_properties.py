@@ -9,9 +9,8 @@ TypeError, RecursionError or a hang.
 The examples run under the ``"properties"`` profile: few enough to keep the
 module at a few seconds, no deadline (a loaded machine is not a bug), no
 example database written into the working tree. Set
-``RUNCOMFY_PROPERTY_EXAMPLES`` to run more. Defects the properties found are
-kept as ``@example``s; a test marked ``xfail`` names them, strictly, so the
-mark has to go when they are fixed.
+``RUNCOMFY_PROPERTY_EXAMPLES`` to run more. Defects the properties found
+(twelve, all fixed) are kept as ``@example``s, so they stay fixed.
 """
 
 from __future__ import annotations
@@ -205,12 +204,6 @@ def _check_built(request: ImageToVideo | ModelRequest) -> None:
 @example({"prompt": "a cat", "image_url": "https://[/cat.png"})
 @example({"prompt": "a cat", "image_url": "https://example.com]/cat.png"})
 @given(_image_to_video_fields())
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: check_image_url lets urlsplit's ValueError ('Invalid IPv6 URL') escape "
-    "for 'https://[/cat.png' (not a ValidationError)",
-)
 def test_image_to_video_builds_or_raises_validation_error(fields):
     try:
         request = ImageToVideo(**fields)
@@ -255,12 +248,6 @@ def test_model_request_builds_or_raises_validation_error(model_id, payload, scal
     assert json.dumps(body, sort_keys=True) == json.dumps(payload, sort_keys=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: ModelRequest's payload check (_json_problem) and _plain recurse without "
-    "bound: a payload nested 900 deep or more raises RecursionError, not ValidationError",
-)
 def test_a_payload_nested_too_deep_is_a_validation_error():
     # Not an @example: Hypothesis's own printer cannot show a value this deep.
     with pytest.raises(ValidationError):
@@ -344,13 +331,6 @@ HUGE_COST = Reply(
     200, b'{"status": "completed", "request_id": "req-0001", "cost": 1' + b"0" * 400 + b"}"
 )
 INFINITE_COST = Reply(200, b'{"status": "completed", "request_id": "req-0001", "cost": Infinity}')
-WIRE_BUGS = (
-    "bugs: _wire._decode lets json's RecursionError escape for a body nested 5,000 deep; "
-    "_code calls int() on '\u00b2' (str.isdigit() is true for it) and raises ValueError; "
-    "_job_result's float(cost) raises OverflowError for an integer cost over 1e308, and "
-    "keeps a cost of Infinity or NaN (json.loads reads both) as the job's price"
-)
-FOREIGN = (RecursionError, ValueError, OverflowError)
 
 
 def _about_another_job(reply: Reply) -> bool:
@@ -413,7 +393,6 @@ PARSERS: dict[str, tuple[Callable[[Reply], object], tuple[type, ...]]] = {
 @example(HUGE_COST, "result")
 @example(INFINITE_COST, "result")
 @given(replies, st.sampled_from(sorted(PARSERS)))
-@pytest.mark.xfail(strict=True, raises=(*FOREIGN, AssertionError), reason=WIRE_BUGS)
 def test_job_parsers_return_a_state_or_raise_an_api_error(reply, which):
     parse, types = PARSERS[which]
     outcome = _outcome(lambda: parse(reply), APIError)
@@ -450,7 +429,6 @@ def test_an_answer_about_another_job_is_a_protocol_error(status, data, which):
 @example(DEEP_JSON)
 @example(DIGIT_LOOKALIKE_CODE)
 @given(replies)
-@pytest.mark.xfail(strict=True, raises=FOREIGN, reason=WIRE_BUGS)
 def test_submission_parser_returns_a_receipt_or_raises_an_api_error(reply):
     try:
         receipt = parse_submission(reply)
@@ -467,7 +445,6 @@ def test_submission_parser_returns_a_receipt_or_raises_an_api_error(reply):
 @example(DEEP_JSON)
 @example(DIGIT_LOOKALIKE_CODE)
 @given(replies)
-@pytest.mark.xfail(strict=True, raises=FOREIGN, reason=WIRE_BUGS)
 def test_error_from_returns_an_api_error_or_none(reply):
     error = error_from(reply, request_id=RID)
     assert error is None or isinstance(error, APIError)
@@ -580,15 +557,6 @@ def _check_batch_outcome(specs: list[Any], errors: list[tuple[int, str]]) -> Non
 @example(['{"seed": ' + "9" * 5000 + "}"])
 @example(["[" * 5_000])
 @given(st.lists(jsonl_lines, max_size=6))
-@pytest.mark.xfail(
-    strict=True,
-    raises=(RuntimeError, ValueError, OSError),
-    reason="bugs in cli/_batch.py: a local image path '~nosuchuser/cat.png' raises RuntimeError "
-    "(expanduser), one with a NUL byte ValueError (resolve), a 300-character name OSError "
-    "ENAMETOOLONG (is_file, outside the try); an image 'https://[/a.png' ValueError "
-    "(urlsplit); a JSON line with a 5,000-digit number ValueError and one nested 5,000 "
-    "deep RecursionError (only JSONDecodeError is caught)",
-)
 def test_jsonl_batch_returns_jobs_or_line_numbered_errors(scratch, lines):
     specs, errors = _read_and_check(scratch, "jobs.jsonl", "\n".join(lines))
     _check_batch_outcome(specs, errors)
@@ -647,13 +615,6 @@ bad_jobs = st.one_of(
         max_size=8,
     )
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug in cli/_batch.py: JSON lines are split with str.splitlines(), which also "
-    "breaks at U+2028, U+0085, \\x0c ... inside a JSON string written with "
-    "ensure_ascii=False: one good line becomes two bad ones (split on '\\n' only)",
-)
 def test_jsonl_batch_reports_every_bad_line_at_once(scratch, jobs):
     text = "\n".join(
         json.dumps(job, ensure_ascii=False) if good else json.dumps(job) for good, job in jobs
@@ -676,12 +637,6 @@ csv_texts = st.lists(
 @PROPERTIES
 @example("prompt,image_url\n" + "x" * 140_000 + ",https://example.com/cat.png\n")
 @given(csv_texts)
-@pytest.mark.xfail(
-    strict=True,
-    raises=csv.Error,
-    reason="bug in cli/_batch.py: a CSV cell over 131,072 characters raises csv.Error "
-    "('field larger than field limit') out of read_batch",
-)
 def test_csv_batch_returns_jobs_or_line_numbered_errors(scratch, text):
     specs, errors = _read_and_check(scratch, "jobs.csv", text)
     _check_batch_outcome(specs, errors)
@@ -707,16 +662,6 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     ]
 )
 @given(st.lists(good_jobs, min_size=1, max_size=5))
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug in cli/_batch.py: CSV text is split with str.splitlines() before csv.reader, "
-    "so a quoted cell with a line break loses it ('line one\\nline two' is read as "
-    "'line oneline two'), later rows get wrong line numbers, and a cell holding "
-    "\\x1c-\\x1e, \\x85 or U+2028 is cut in two rows ('0\\x1e' fails as 'image: is "
-    "required'), and read_text() turns a cell's '\\r' into '\\n'; read the file with "
-    "newline='' and parse csv.reader(io.StringIO(text, newline=''))",
-)
 def test_csv_batch_reads_back_what_csv_writes(scratch, rows):
     specs, errors = _read_and_check(scratch, "jobs.csv", _csv_text(rows))
     assert not errors

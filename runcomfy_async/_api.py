@@ -303,6 +303,16 @@ class API:
         on_retry: Callable[[], None] | None,
         deadline: float | None,
     ) -> T:
+        # The fast path: one try, no loop built. Most exchanges end here.
+        try:
+            return await self._exchange(kind, method, path, parse, params=params)
+        except (APIError, TransportError) as error:
+            if error.request_id is None:
+                error.request_id = request_id
+            if not _retryable(error):
+                raise
+            first: Exception = error
+
         async def once() -> T:
             try:
                 return await self._exchange(kind, method, path, parse, params=params)
@@ -320,6 +330,7 @@ class API:
             on_retry=self._retry_hook(kind, path, request_id, on_retry),
             deadline=deadline,
             rand=self._rand,
+            failed=first,
         )
 
     async def _exchange(

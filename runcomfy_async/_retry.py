@@ -93,6 +93,7 @@ async def retrying(
     on_retry: Callable[[int, float, Exception], object] | None = None,
     deadline: float | None = None,
     rand: Callable[[], float] = random.random,
+    failed: Exception | None = None,
 ) -> T:
     """Await *call* until it succeeds, retrying what *retryable* allows.
 
@@ -101,7 +102,9 @@ async def retrying(
     budget: ``policy.timeout`` seconds from the first try, or *deadline* (on
     *clock*), whichever comes first. *hint* reads a server's wait hint
     (``Retry-After``) from an error; *on_retry* hears of each retry (attempt
-    number, wait, error) before the wait.
+    number, wait, error) before the wait. *failed* is the error of a first
+    try the caller already made (a fast path that tries once before it
+    builds a loop): the loop then starts at its first retry.
     """
     start = clock.now()
     budget = math.inf if policy.timeout is None else start + policy.timeout
@@ -111,7 +114,10 @@ async def retrying(
     while True:
         attempt += 1
         try:
-            return await call()
+            if failed is None:
+                return await call()
+            first, failed = failed, None  # the caller's own first try
+            raise first  # noqa: TRY301 - the first try's error takes the loop's one path
         except Exception as exc:
             if not retryable(exc) or attempt >= policy.attempts:
                 raise

@@ -56,7 +56,8 @@ from ._events import (
     RequestRetried,
     Stats,
 )
-from ._images import DREAMINA_IMAGE_RULES, ImageInfo, ImageRules, LocalImage
+from ._image_format import ImageInfo
+from ._images import DREAMINA_IMAGE_RULES, ImageRules, LocalImage
 from ._job import Job, Outcome
 from ._journal import Journal, JournalRecord, NullJournal, SQLiteJournal
 from ._models import (

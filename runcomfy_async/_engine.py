@@ -61,6 +61,7 @@ from ._errors import (
 from ._events import JobFinished, JobStatusChanged, JobSubmitted, Monitor, logger
 from ._job import CancelReason, Job, JobRecord, Outcome, outcome_of, settle
 from ._journal import Journal, NullJournal
+from ._journal_writer import JournalWriter
 from ._models import (
     Accepted,
     Cancelled,
@@ -171,9 +172,7 @@ class Engine:
         self._queued_models: set[str | None] = set()  # models seen queued: ask /status first
         # State changes and endings are written by one writer task, in order;
         # the intent and the acceptance are awaited where they happen.
-        self._journal_queue: deque[tuple[str, tuple[object, ...], dict[str, object]]] = deque()
-        self._journal_wake = anyio.Event()
-        self._journal_lock = anyio.Lock()
+        self._writer = JournalWriter(self._journal, self._journal_failed)
         self._journal_error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -214,7 +213,7 @@ class Engine:
         for index in range(self._workers):
             task_group.start_soon(self._work, self._handoff, name=f"runcomfy worker {index}")
         if self._journaled:
-            task_group.start_soon(self._write_journal, name="runcomfy journal")
+            task_group.start_soon(self._writer.run, name="runcomfy journal")
 
     def stop_accepting(self) -> None:
         """Refuse new jobs, and drop every job not yet accepted, at once.
@@ -263,7 +262,7 @@ class Engine:
                 len(ids),
                 ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""),
             )
-        await self._flush_journal()
+        await self._writer.flush()
         return [record.handle for record in running_on]
 
     async def _settle_submits(self) -> None:
@@ -308,35 +307,9 @@ class Engine:
         """The journal's failure, if it failed (the client raises it at close)."""
         return self._journal_error
 
-    async def _flush_journal(self) -> None:
-        """Write what the writer task has not written yet (at close, shielded)."""
-        await self._write_pending()
-
-    async def _write_journal(self) -> None:
-        while True:
-            await self._write_pending()
-            self._journal_wake = anyio.Event()
-            if not self._journal_queue:
-                await self._journal_wake.wait()
-
-    async def _write_pending(self) -> None:
-        # One writer at a time (the task, or the close's flush), so records
-        # go out in order and each exactly once.
-        async with self._journal_lock:
-            while self._journal_queue and self._journal_error is None:
-                method, args, kwargs = self._journal_queue.popleft()
-                try:
-                    with anyio.CancelScope(shield=True):
-                        await getattr(self._journal, method)(*args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - any store failure must stop the sending
-                    # A lost record is a lost billed job: fail loudly, send no more.
-                    logger.exception("the journal failed; no more jobs are sent")
-                    self._journal_error = exc
-                    self._fail_pending(JournalError(f"the journal failed: {exc!r}"))
-
-    def _journal_later(self, method: str, *args: object, **kwargs: object) -> None:
-        self._journal_queue.append((method, args, kwargs))
-        self._journal_wake.set()
+    def _journal_failed(self, error: BaseException) -> None:
+        self._journal_error = error
+        self._fail_pending(JournalError(f"the journal failed: {error!r}"))
 
     def _fail_pending(self, error: RunComfyError) -> None:
         if self._stop_error is None:
@@ -912,7 +885,7 @@ class Engine:
             self._monitor.emit(JobStatusChanged(record.handle, old, new))
             if self._journaled and record.key is not None and isinstance(new, (Queued, Running)):
                 word = "queued" if isinstance(new, Queued) else "running"
-                self._journal_later("state", record.key, word)
+                self._writer.later("state", record.key, word)
 
     async def _cancel_work(self, record: JobRecord) -> None:
         if record.done:
@@ -1004,7 +977,7 @@ class Engine:
         if record.waiters is not None:
             record.waiters.set()
         if journal and self._journaled and record.key is not None and record.sent:
-            self._journal_later(
+            self._writer.later(
                 "finished",
                 record.key,
                 outcome.value,

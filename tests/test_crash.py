@@ -133,7 +133,7 @@ def kill_repeatedly(
                     f"run {number} to submit something",
                 )
             if number > 0:
-                time.sleep(rng.uniform(0.0, 0.6))
+                time.sleep(rng.uniform(0.0, 1.2))
             if child.poll() is not None:
                 pytest.fail(f"run {number} ended before its kill: {child.communicate()}")
             child.send_signal(signal.SIGKILL)
@@ -172,10 +172,6 @@ def write_batch(folder: Path) -> Path:
     return batch
 
 
-@pytest.mark.xfail(
-    reason="the CLI keeps no journal yet (no SQLite file beside --output); remove when it does",
-    strict=False,
-)
 def test_cli_batch_survives_kill_9(emulator, tmp_path):
     """`runcomfy-async run` killed five times and re-run: one submit per job, one line per job."""
     batch = write_batch(tmp_path)
@@ -274,11 +270,6 @@ _SCRIPT = """
 """
 
 
-@pytest.mark.xfail(
-    reason="the engine's journal flush at close races its writer task (IndexError); "
-    "remove when fixed",
-    strict=False,
-)
 def test_python_batch_survives_kill_9(emulator, tmp_path):
     """`RunComfy(journal=...)` killed five times, resumed: one submit per job, every job ends."""
     script = tmp_path / "batch.py"

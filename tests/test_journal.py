@@ -512,11 +512,6 @@ async def test_a_transaction_cut_by_death_is_rolled_back(path):
 # -- through the client ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="about one run in three, the engine's journal flush at close races its writer "
-    "task (IndexError: pop from an empty deque); remove when fixed",
-    strict=False,
-)
 async def test_a_full_run_writes_results_and_never_the_token(tmp_path):
     """A batch through RunComfy(journal=...) records every job, and the token is nowhere in it."""
     from _security_helpers import TOKEN, assert_token_absent  # noqa: PLC0415

@@ -103,8 +103,8 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
 
 
-async def _child(batch: Path) -> dict[str, Any]:
-    from runcomfy_async import ImageToVideo, RunComfy  # noqa: PLC0415
+async def _child(batch: Path, concurrency: int | None) -> dict[str, Any]:
+    from runcomfy_async import ImageToVideo, Limits, RunComfy  # noqa: PLC0415
 
     base_rss = _rss_mb()
     folder = batch.parent
@@ -119,7 +119,8 @@ async def _child(batch: Path) -> dict[str, Any]:
 
     succeeded = failed = 0
     started = time.perf_counter()
-    async with RunComfy() as client:
+    limits = Limits() if concurrency is None else Limits(max_concurrent_requests=concurrency)
+    async with RunComfy(limits=limits) as client:
         if hasattr(client, "stream"):
             drawn = "stream"
             async for job in client.stream(requests()):
@@ -206,9 +207,13 @@ async def _point(lines: int, megabytes: float, ns: argparse.Namespace) -> dict[s
             }
             if ns.via == "python":
                 args = [sys.executable, str(SELF), "--child", str(batch)]
+                if ns.concurrency is not None:
+                    args += ["--concurrency", str(ns.concurrency)]
             else:
                 args = [sys.executable, "-m", "runcomfy_async", "run", "--batch", str(batch)]
                 args += ["--output", str(folder / "results.jsonl")]
+                if ns.concurrency is not None:
+                    args += ["--max-concurrent-requests", str(ns.concurrency)]
             code, peak, out, err = await asyncio.to_thread(_run_client, args, env, folder)
             emulator_peak = _vm_hwm_mb(fake.pid)
             stats = await fake.stats() if hasattr(fake, "stats") else {}
@@ -219,6 +224,7 @@ async def _point(lines: int, megabytes: float, ns: argparse.Namespace) -> dict[s
             "image_bytes_total": image_bytes,
             "generate_seconds": made,
             "via": ns.via,
+            "concurrency": ns.concurrency,
             "exit_code": code,
             "peak_rss_mb": peak,
             "emulator_peak_rss_mb": emulator_peak,
@@ -247,6 +253,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--points", default=DEFAULT_POINTS, help=f"LINESxMB,... (default {DEFAULT_POINTS})")
     add("--quick", action="store_true", help=f"small points ({QUICK_POINTS}), < 1 min")
     add("--via", choices=("python", "cli"), default="python", help="client entry point")
+    add(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="max_concurrent_requests (default: the library's)",
+    )
     add("--time-scale", type=float, default=0.01, help="emulator --time-scale (default 0.01)")
     add("--run-time", type=float, default=10.0, help="nominal run time per job, s (default 10)")
     add("--seed", type=int, default=7, help="seed of the image pixels")
@@ -292,6 +304,7 @@ async def _main(ns: argparse.Namespace) -> int:
         ],
         table,
     )
+    print(f"max_concurrent_requests: {ns.concurrency or 'default'}")
     if rows and rows[0].get("drawn_by"):
         print(f"requests drawn by client.{rows[0]['drawn_by']}")
     if ns.json is not None:
@@ -303,7 +316,7 @@ def main() -> int:
     """Run the benchmark (or, with ``--child``, one client run)."""
     ns = _parser().parse_args()
     if ns.child is not None:
-        print(json.dumps(asyncio.run(_child(ns.child))), flush=True)
+        print(json.dumps(asyncio.run(_child(ns.child, ns.concurrency))), flush=True)
         return 0
     return asyncio.run(_main(ns))
 

@@ -594,12 +594,12 @@ class _Batch:
             return
         if self.journal is None:
             advice = (
-                "check RunComfy's dashboard before sending them again: a job that was "
+                "Check RunComfy's dashboard before sending them again: a job that was "
                 "created runs and is billed"
             )
         else:
             advice = (
-                "check RunComfy's dashboard, then run the same command with "
+                "Check RunComfy's dashboard, then run the same command with "
                 "--resubmit-uncertain to send them again (each may then be paid twice)"
             )
         self.reporter.warn(

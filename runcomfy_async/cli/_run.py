@@ -10,8 +10,10 @@ was billed.
 Jobs are created as room frees up (a window the size of the in-flight cap),
 so a local image is read and encoded only when its job is about to be sent:
 memory does not grow with the batch. Each job is submitted under its key, so
-with ``--journal`` a run started again follows (or reports) every job the
-journal knows instead of paying for it twice.
+with a journal (kept beside ``--output`` by default, or ``--journal``) a run
+started again follows (or reports) every job the journal knows instead of
+paying for it twice, and skips the jobs whose line the results file already
+has (:mod:`._resume`).
 """
 
 from __future__ import annotations

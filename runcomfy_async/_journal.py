@@ -449,6 +449,10 @@ class SQLiteJournal:
     message, and when each was written. A ``models`` table keeps the learned
     run-time model between sessions (:meth:`load_models`, :meth:`save_models`).
 
+    Calls are applied in the order they are made, whether or not each was
+    awaited before the next: a writer may start many (``asyncio.gather``) and
+    have them share one commit, in order.
+
     Args:
         path: The journal file; created with its tables if it does not exist.
             Its folder must exist.

@@ -301,6 +301,22 @@ async def test_concurrent_writes_share_one_commit(journal):
     assert 32 == len(await journal.records())
 
 
+async def test_calls_apply_in_the_order_made_even_unawaited(journal):
+    """A job's whole life started at once lands in call order, in one commit."""
+    before = journal.commits
+    await asyncio.gather(
+        journal.intent("k", "m", {}),
+        journal.accepted("k", "r"),
+        journal.state("k", "queued"),
+        journal.state("k", "running"),
+        journal.finished("k", "succeeded", result=RESULT),
+        journal.state("k", "running"),  # a late poll: ignored
+    )
+    record = await journal.lookup("k")
+    assert ("succeeded", "r", RESULT) == (record.state, record.request_id, record.result)
+    assert 1 == journal.commits - before
+
+
 async def test_writes_that_queue_behind_a_commit_join_the_next_one(journal):
     """Under load the groups grow: 2,000 writes in 50 waves cost at most one commit a wave."""
     before = journal.commits

@@ -312,9 +312,9 @@ async def test_calls_apply_in_the_order_made_even_unawaited(journal):
         journal.finished("k", "succeeded", result=RESULT),
         journal.state("k", "running"),  # a late poll: ignored
     )
+    assert 1 == journal.commits - before
     record = await journal.lookup("k")
     assert ("succeeded", "r", RESULT) == (record.state, record.request_id, record.result)
-    assert 1 == journal.commits - before
 
 
 async def test_writes_that_queue_behind_a_commit_join_the_next_one(journal):

@@ -702,11 +702,12 @@ class Engine:
 
         A key with a request id is followed (or its recorded ending given
         back); one whose submit's outcome is unknown is not sent again unless
-        ``resubmit_uncertain``; one that was never accepted is sent as new.
+        ``resubmit_uncertain``; one that was never accepted, or was cancelled
+        before it ran (never billed), is sent as new.
         """
         assert record.key is not None  # noqa: S101
         known = await self._journal.lookup(record.key)
-        if known is None:
+        if known is None or known.state == Outcome.CANCELLED:
             return False
         if known.request_id is None:
             if known.state not in _UNCERTAIN_STATES or self._resubmit_uncertain:
@@ -990,14 +991,11 @@ class Engine:
 
 _UNCERTAIN_STATES: Final = frozenset({"intent", Outcome.UNCERTAIN})
 # Our own outcome words, as the journal keeps them (never the server's words).
-_SERVER_ENDINGS: Final = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
+_SERVER_ENDINGS: Final = frozenset({Outcome.SUCCEEDED, Outcome.FAILED})
 
 
 def _ending_from_journal(state: str, message: str | None) -> RunComfyError:
-    text = f"(from the journal) {message or state}"
-    if state == Outcome.FAILED:
-        return JobFailedError(text)
-    return JobCancelledError(text)
+    return JobFailedError(f"(from the journal) {message or state}")
 
 
 def _on_wire(record: JobRecord, sending: bool) -> None:

@@ -140,6 +140,7 @@ async def _row(args: argparse.Namespace, rate: float, guard: float) -> dict[str,
                 await client.gather(jobs)
             hangs = sum(1 for job in jobs if not job.done())
             wall = time.monotonic() - started
+            client_stats = client.stats
         stats = await asyncio.to_thread(emulator.stats)
         accepted = await asyncio.to_thread(emulator.accepted_submits)
         server = await asyncio.to_thread(emulator._admin, "GET", "/_emulator/jobs")
@@ -183,6 +184,9 @@ async def _row(args: argparse.Namespace, rate: float, guard: float) -> dict[str,
         "error_examples": examples,
         "requests": api_requests(stats),
         "server_jobs": len(server_ids),
+        "client_retries": client_stats.retries,
+        "client_rate_limited": client_stats.rate_limited,
+        "client_rate_at_end": client_stats.rate,
     }
 
 
@@ -197,7 +201,12 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
             baseline = row["wall_seconds"]
         row["ratio"] = row["wall_seconds"] / baseline
         rows.append(row)
-        print(f"    {row['wall_seconds']:.1f} s, errors {row['errors']}", flush=True)
+        print(
+            f"    {row['wall_seconds']:.1f} s, errors {row['errors']}; retries "
+            f"{row['client_retries']}, 429s {row['client_rate_limited']}, rate at end "
+            f"{row['client_rate_at_end']:.0f}/s",
+            flush=True,
+        )
         for name, text in row["error_examples"].items():
             print(f"      e.g. {name}: {text}", flush=True)
     print_table(

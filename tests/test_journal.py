@@ -483,6 +483,9 @@ async def test_kill_9_loses_no_awaited_write(path):
         child.kill()
         await asyncio.to_thread(child.communicate)
     assert -signal.SIGKILL == child.returncode
+    # Readable as the dead writer left it (its -wal and -shm files beside it).
+    left = {r.key for r in await SQLiteJournal.read(path)}
+    assert {f"k{number}" for number in range(acknowledged + 1)} <= left
 
     async with SQLiteJournal(path) as journal:  # the dead writer's lock is gone
         records = {r.key: r for r in await journal.records()}

@@ -67,14 +67,28 @@ class _State(enum.Enum):
 
 
 def content_key(request: Request) -> str:
-    """Return a stable hash of a request's content (its model and fingerprint)."""
+    """Return a stable hash of a request's content (its model and fingerprint).
+
+    A local image counts by its content alone, not its path: a file moved or
+    renamed between two runs is still the same job (and is not paid twice).
+    """
     text = json.dumps(
-        {"model_id": request.model_id, "request": request.fingerprint()},
+        {"model_id": request.model_id, "request": _without_paths(request.fingerprint())},
         sort_keys=True,
         separators=(",", ":"),
         default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("kind") == "file":
+            return {k: v for k, v in value.items() if k != "path"}
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
 
 
 class RunComfy:

@@ -234,10 +234,13 @@ class DownloadTimeoutError(DownloadError, TimeoutError):
 
 
 class JournalError(RunComfyError):
-    """The journal failed to record a paid call, so the client stopped sending.
+    """The journal failed to record a paid call, or could not be opened.
 
-    ``__cause__`` (or the message) names the store's own error. Jobs already
-    accepted are still followed; none is submitted without its record.
+    Recording failed: the client stopped sending; jobs already accepted are
+    still followed, and none is submitted without its record. Opening failed:
+    the journal is in use by another process, was written by a newer version,
+    or is not a journal at all. ``__cause__`` (or the message) names the
+    store's own error.
     """
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,6 +92,8 @@ def processes(emulator_url, tmp_path_factory) -> Iterator[dict[str, subprocess.P
     try:
         for name, code in PROGRAMS.items():
             folder = tmp_path_factory.mktemp("example")
+            # Examples may read the repository's example files by relative path.
+            shutil.copytree(ROOT / "examples", folder / "examples")
             script = folder / "example.py"
             script.write_text(code, encoding="utf-8")
             started[name] = subprocess.Popen(  # noqa: S603 - our interpreter, our examples

@@ -563,3 +563,17 @@ async def test_a_full_run_writes_results_and_never_the_token(tmp_path):
     for file in tmp_path.iterdir():
         assert_token_absent(file.read_bytes())
     assert_token_absent(json.dumps(models))
+
+
+def test_a_moved_image_file_keeps_its_job_key(tmp_path):
+    """A job key counts a local image by content: moving the file does not make a new job."""
+    from runcomfy_async import ImageToVideo
+    from runcomfy_async._client import content_key
+    from runcomfy_async.testing import sample_png
+
+    first = tmp_path / "a.png"
+    first.write_bytes(sample_png(640, 480))
+    before = content_key(ImageToVideo.from_file(first, prompt="a cat"))
+    moved = first.rename(tmp_path / "renamed.png")
+    assert before == content_key(ImageToVideo.from_file(moved, prompt="a cat"))
+    assert before != content_key(ImageToVideo.from_file(moved, prompt="a dog"))

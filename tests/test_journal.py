@@ -16,6 +16,8 @@ from pathlib import Path
 import attrs
 import pytest
 
+from runcomfy_async import ImageToVideo
+from runcomfy_async._client import content_key
 from runcomfy_async._journal import (
     ENDINGS,
     JournalError,
@@ -23,6 +25,7 @@ from runcomfy_async._journal import (
     NullJournal,
     SQLiteJournal,
 )
+from runcomfy_async.testing import sample_png
 
 FINGERPRINT = {"prompt": "waves at dusk", "image": {"source": "a.png", "sha256": "ab12"}}
 RESULT = {"request_id": "r-1", "video_url": "https://cdn.example/v.mp4", "cost": 0.25}
@@ -567,10 +570,6 @@ async def test_a_full_run_writes_results_and_never_the_token(tmp_path):
 
 def test_a_moved_image_file_keeps_its_job_key(tmp_path):
     """A job key counts a local image by content: moving the file does not make a new job."""
-    from runcomfy_async import ImageToVideo
-    from runcomfy_async._client import content_key
-    from runcomfy_async.testing import sample_png
-
     first = tmp_path / "a.png"
     first.write_bytes(sample_png(640, 480))
     before = content_key(ImageToVideo.from_file(first, prompt="a cat"))

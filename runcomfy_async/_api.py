@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -167,6 +167,7 @@ class API:
         *,
         on_retry: Callable[[], None] | None = None,
         on_wire: Callable[[bool], None] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Submission:
         """Submit one job (paid). Never re-sent unless provably not accepted.
 
@@ -175,6 +176,9 @@ class API:
         ``on_wire(True)`` as each try's body is about to leave and
         ``on_wire(False)`` once its answer is in: in between, cancelling the
         caller does not drop the submit (its answer is awaited, shielded).
+        *before_send* is awaited once, when the first try holds its send slot
+        and its body is built, right before it leaves (where a journal writes
+        its intent: as late as can be, so few intents are left uncertain).
 
         Raises:
             SubmissionUncertainError: The request went out and no clear answer
@@ -184,10 +188,18 @@ class API:
         model_id = request.model_id
         body = await request.encode()
         path = submit_path(model_id)
+        first: list[Callable[[], Awaitable[None]] | None] = [before_send]
 
         async def once() -> Submission:
+            hook, first[0] = first[0], None  # the first try only
             return await self._exchange(
-                "submit", "POST", path, parse_submission, body=body, on_wire=on_wire
+                "submit",
+                "POST",
+                path,
+                parse_submission,
+                body=body,
+                on_wire=on_wire,
+                before_send=hook,
             )
 
         def retryable(error: Exception) -> bool:
@@ -343,10 +355,13 @@ class API:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         on_wire: Callable[[bool], None] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
         """Send once through the throttle, feed the answer back to it, parse it."""
         ticket = await self._admission.acquire(kind)
         try:
+            if before_send is not None:
+                await before_send()
             self._monitor.requests[kind] += 1
             if body is not None:  # a paid call: shield it while on the wire
                 reply: Reply | None = None

@@ -25,6 +25,7 @@ resolves every job; it never starts new work and never raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import math
@@ -633,14 +634,18 @@ class Engine:
             record.scope = scope
             if record.cancel_reason is not None:
                 scope.cancel()
-            if self._journaled and not await self._write_intent(record):
+            if self._journaled and record.key is not None and await self._known(record):
                 return
-            record.sent = True
             try:
                 submission = await self._api.submit(
                     record.request,
                     on_retry=self._retry_of(record),
                     on_wire=lambda sending: _on_wire(record, sending),
+                    before_send=(
+                        functools.partial(self._write_intent, record)
+                        if self._journaled and record.key is not None
+                        else None
+                    ),
                 )
             except RunComfyError as exc:
                 error = exc
@@ -648,8 +653,8 @@ class Engine:
                 record.scope = None
         if submission is None and error is None:
             # Dropped before it was accepted: by a cancel, a deadline or close.
+            # (If an intent was written, its ending is too: not accepted.)
             reason = record.cancel_reason or CancelReason.CLOSED
-            record.sent = False
             self._end_unsent(record, reason, journal=True)
             return
         if error is not None:
@@ -678,24 +683,24 @@ class Engine:
             return
         self._book_poll(record, now)
 
-    async def _write_intent(self, record: JobRecord) -> bool:
-        """Write the intent before the POST; say whether the submit may go ahead."""
-        if record.key is None:
-            return True
-        if await self._known(record):
-            return False
+    async def _write_intent(self, record: JobRecord) -> None:
+        """Write the intent, right before the POST leaves (see ``API.submit``).
+
+        Raises:
+            JournalError: The store failed: this submit is not sent, nor any other.
+
+        """
+        assert record.key is not None  # noqa: S101
         try:
             await self._journal.intent(
                 record.key, record.model_id or "", _fingerprint(record.request)
             )
-        except Exception as exc:  # noqa: BLE001 - any store failure stops sending
+        except Exception as exc:
             logger.exception("the journal failed; no more jobs are sent")
             self._journal_error = exc
             error = JournalError(f"the journal failed before the submit: {exc!r}")
             self._fail_pending(error)
-            self._end(record, error=error)
-            return False
-        return True
+            raise error from exc
 
     async def _known(self, record: JobRecord) -> bool:
         """Settle or follow a job the journal already knows; say if it did.
@@ -1002,6 +1007,8 @@ def _on_wire(record: JobRecord, sending: bool) -> None:
     # While on the wire the submit's answer is awaited (shielded): it cannot be
     # dropped then, only cancelled remotely once its request id is known.
     record.on_wire = sending
+    if sending:
+        record.sent = True  # from here a billed job may exist
     if not sending and record.cancel_reason is not None and record.scope is not None:
         # Cancelled while on the wire: if that try was not accepted (a 429),
         # its retry is dropped; an accepted one returns before noticing.

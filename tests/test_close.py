@@ -28,6 +28,7 @@ from runcomfy_async import (
     RetryPolicy,
     RunComfy,
     Running,
+    SQLiteJournal,
     SubmissionUncertainError,
     Timeouts,
     VirtualClock,
@@ -329,3 +330,25 @@ async def test_polls_that_keep_failing_end_within_the_retry_budget():
                 await job
             assert clock.now() - start <= 60.0 + 10.0 + 1.0
     assert "server" in type(failure.value).__name__.lower()
+
+
+async def test_a_journal_holds_no_false_uncertain_after_close(tmp_path):
+    """Jobs dropped at close (unsent, or backing off from 429) are not left 'intent'.
+
+    The intent is written right before a submit leaves; a drop after it (a 429
+    answered, the retry dropped) is recorded as not accepted, so a resumed run
+    sends the job again instead of reporting it uncertain.
+    """
+    path = tmp_path / "batch.journal"
+    async with world(faults=Faults(rate_limited_rate=1.0)) as (clock, fake):
+        async with client_for(
+            fake, clock, journal=path, limits=Limits(max_jobs_in_flight=2)
+        ) as client:
+            jobs = client.submit_many(request(i) for i in range(5))
+            await eventually(lambda: fake.count("submit") >= 2)
+    assert all(job.done() and job.billed is False for job in jobs)
+    assert 0 == len(fake.jobs)
+    records = await SQLiteJournal.read(path)
+    assert all(record.state != "intent" for record in records)
+    async with SQLiteJournal(path) as journal:
+        assert [] == list(await journal.unfinished())

@@ -63,6 +63,7 @@ from ._config import Limits
 __all__ = [
     "AIMDController",
     "Admission",
+    "ByteBudget",
     "Kind",
     "LocalAdmission",
     "Signal",
@@ -479,3 +480,39 @@ class LocalAdmission:
 
 Throttle = LocalAdmission
 """The name :class:`LocalAdmission` had before admission was a protocol."""
+
+
+class ByteBudget:
+    """A budget of bytes held at once (submit bodies being built and sent).
+
+    :meth:`acquire` waits until *n* more bytes fit; a request larger than the
+    whole budget waits until nothing else is held, then goes alone, so no
+    body is ever refused, only delayed.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._used = 0
+        self._freed = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<ByteBudget used={self._used} of {self._capacity}>"
+
+    @property
+    def used(self) -> int:
+        """Bytes held now."""
+        return self._used
+
+    async def acquire(self, n: int) -> int:
+        """Wait until *n* bytes fit; return what was taken (to give to :meth:`release`)."""
+        n = min(max(n, 0), self._capacity)
+        while self._used and self._used + n > self._capacity:
+            await self._freed.wait()
+        self._used += n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back what :meth:`acquire` took."""
+        self._used -= n
+        self._freed.set()
+        self._freed = anyio.Event()

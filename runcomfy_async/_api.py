@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._admission import Admission, Kind
+from ._admission import Admission, ByteBudget, Kind
 from ._clock import Clock, RealClock
 from ._config import RetryPolicy
 from ._errors import (
@@ -149,6 +149,7 @@ class API:
         *,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
+        max_body_bytes: int = 48 << 20,
     ) -> None:
         self._transport = transport
         self._admission = admission
@@ -157,6 +158,7 @@ class API:
         self._clock: Clock = clock if clock is not None else RealClock()
         self._rand = rand
         self.wire = Wire()
+        self._bodies = ByteBudget(max_body_bytes)
 
     def __repr__(self) -> str:
         return f"<API {self._transport.base_url}>"
@@ -186,6 +188,21 @@ class API:
 
         """
         model_id = request.model_id
+        # Bodies are built just in time, and only as many as fit the budget.
+        taken = await self._bodies.acquire(getattr(request, "body_size", 0))
+        try:
+            return await self._submit(request, model_id, on_retry, on_wire, before_send)
+        finally:
+            self._bodies.release(taken)
+
+    async def _submit(
+        self,
+        request: Request,
+        model_id: str,
+        on_retry: Callable[[], None] | None,
+        on_wire: Callable[[bool], None] | None,
+        before_send: Callable[[], Awaitable[None]] | None,
+    ) -> Submission:
         body = await request.encode()
         path = submit_path(model_id)
         first: list[Callable[[], Awaitable[None]] | None] = [before_send]

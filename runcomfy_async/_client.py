@@ -188,7 +188,12 @@ class RunComfy:
         self._model_cache = _model_cache_path(model_cache)
         self._admission = LocalAdmission(self._limits, self._clock)
         self._api = API(
-            self._transport, self._admission, self._retry, self._monitor, clock=self._clock
+            self._transport,
+            self._admission,
+            self._retry,
+            self._monitor,
+            clock=self._clock,
+            max_body_bytes=self._limits.max_body_bytes,
         )
         self._engine = Engine(
             self._api,

@@ -173,6 +173,11 @@ class Limits:
         initial_rate: The rate the adaptive controller starts from.
         min_rate: The rate it never goes below.
         burst: Requests the bucket may send at once after an idle spell.
+        max_body_bytes: The most bytes of submit bodies built at once (a local
+            image is read and base64-encoded only when its submit goes out):
+            with several copies of each body alive while it is sent, this
+            keeps a batch of large local images under a few hundred MB. A
+            larger body still goes, alone.
 
     """
 
@@ -182,6 +187,7 @@ class Limits:
     initial_rate: float = attrs.field(default=50.0, validator=attrs.validators.gt(0))
     min_rate: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
     burst: float = attrs.field(default=10.0, validator=attrs.validators.ge(1))
+    max_body_bytes: int = attrs.field(default=48 << 20, validator=attrs.validators.ge(1))
 
 
 def package_version() -> str:

@@ -328,6 +328,18 @@ class ImageToVideo:
             "frames": self.frames,
         }
 
+    @property
+    def body_size(self) -> int:
+        """About how many bytes the submit body will take once built.
+
+        A local file is counted as its base64 form (it is read only when the
+        submit goes out); the client keeps the bytes of bodies in flight
+        under ``Limits.max_body_bytes``.
+        """
+        if self.image_file is not None:
+            return 4 * -(-self.image_file.info.size // 3) + len(self.prompt) + 128
+        return 0  # a URL or a data URI: nothing more is built than is held
+
     def _encode_now(self) -> dict[str, Any]:
         # Blocking: reads a local file in the calling thread.
         if self.image_file is not None:

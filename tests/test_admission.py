@@ -13,6 +13,7 @@ import pytest
 from runcomfy_async import Limits
 from runcomfy_async._admission import (
     AIMDController,
+    ByteBudget,
     LocalAdmission,
     Signal,
     Throttle,
@@ -409,3 +410,23 @@ async def test_clients_on_one_token_share_a_hidden_limit_fairly(clients):
     assert server.rejected / everyone <= 0.05
     for share in (a / total for a in accepted):
         assert abs(share - 1 / clients) <= 0.25 / clients, accepted
+
+
+async def test_a_byte_budget_holds_bodies_in_flight_under_its_capacity():
+    """Bodies wait until they fit; one larger than the whole budget goes alone."""
+    budget = ByteBudget(100)
+    peak = 0
+
+    async def body(size: int, clock: VirtualClock) -> None:
+        nonlocal peak
+        taken = await budget.acquire(size)
+        peak = max(peak, budget.used)
+        await sleep(clock, 1.0)
+        budget.release(taken)
+
+    clock = VirtualClock()
+    async with clock.autojumping(io=False), anyio.create_task_group() as group:
+        for size in (40, 40, 40, 250, 10):
+            group.start_soon(body, size, clock)
+    assert peak <= 100
+    assert 0 == budget.used

@@ -33,7 +33,7 @@ from runcomfy_async import (
     Timeouts,
     VirtualClock,
 )
-from runcomfy_async.testing import FakeRunComfy, Faults, Fixed
+from runcomfy_async.testing import FakeRunComfy, Faults, Fixed, sample_png
 
 TOKEN = "test-token"
 IMAGE = "https://example.com/first-frame.png"
@@ -352,3 +352,21 @@ async def test_a_journal_holds_no_false_uncertain_after_close(tmp_path):
     assert all(record.state != "intent" for record in records)
     async with SQLiteJournal(path) as journal:
         assert [] == list(await journal.unfinished())
+
+
+async def test_bodies_in_flight_stay_within_the_byte_budget(tmp_path):
+    """Local images are encoded only as the body budget allows: few submits at once."""
+    image = tmp_path / "frame.png"
+    image.write_bytes(sample_png(640, 480))
+    requests = [ImageToVideo.from_file(image, prompt=f"take {i}") for i in range(12)]
+    size = requests[0].body_size
+    async with world(latency=1.0) as (clock, fake):
+        limits = Limits(initial_rate=10_000.0, burst=1_000.0, max_body_bytes=3 * size)
+        async with client_for(fake, clock, limits=limits) as client:
+            results = await client.run(requests)
+    assert all(not isinstance(result, Exception) for result in results)
+    # Each submit is answered a (virtual) second after it arrives: no more
+    # than three may arrive within any second.
+    times = sorted(r.time for r in fake.requests if r.kind == "submit")
+    assert 12 == len(times)
+    assert 3 == max(sum(1 for t in times if start <= t < start + 0.999) for start in times)

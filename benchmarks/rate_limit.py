@@ -436,8 +436,20 @@ async def _stray_run(args: argparse.Namespace, share: float) -> dict[str, Any]:
     ):
         signals = count_signals(client)
         started = time.monotonic()
+        rates: list[float] = []
+        submitted: list[int] = []
+
+        async def sampler() -> None:
+            while True:
+                rates.append(round(client.stats.rate))
+                submitted.append(client.stats.requests.get("submit", 0))
+                await asyncio.sleep(1.0)
+
+        sampling = asyncio.create_task(sampler())
         outcomes = await client.run([request(i) for i in range(args.stray_jobs)])
         wall = time.monotonic() - started
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
         stats = await emulator.stats()
         client_stats = client.stats
     total = sum(api_requests(stats).values())
@@ -452,6 +464,8 @@ async def _stray_run(args: argparse.Namespace, share: float) -> dict[str, Any]:
         "client_rate_at_end": client_stats.rate,
         "rate_decreases": _cuts(signals),
         "signals": dict(signals),
+        "client_rate_each_second": rates,
+        "submits_each_second": submitted,
     }
 
 
@@ -460,7 +474,7 @@ async def _stray_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     stray = await _stray_run(args, args.stray_share)
     rows = []
     for run in (clean, stray):
-        run["label"] = f"stray 429s {run['share']:.0%}, {args.stray_jobs} jobs"
+        run["label"] = f"stray 429s {run['share']:.1%}, {args.stray_jobs} jobs"
         run["ratio"] = run["wall_seconds"] / clean["wall_seconds"]
         rows.append(run)
     return rows
@@ -597,6 +611,14 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     if "stray" in args.modes:
         print(f"  running stray 429s ({args.stray_jobs} jobs, clean then stray)...", flush=True)
         stray = await _stray_rows(args)
+        for run in stray:
+            print(
+                f"    {run['label']}: client rate each second "
+                + " ".join(str(r) for r in run["client_rate_each_second"])
+                + "; submits sent by then "
+                + " ".join(str(n) for n in run["submits_each_second"]),
+                flush=True,
+            )
         print_table(
             ["row", "wall s", "ratio", "requests", "429s", "429 share", "rate cuts", "failed", ""],
             [
@@ -613,7 +635,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ]
                 for r in stray
             ],
-            title=f"stray 429s: no limit, {args.stray_share:.0%} of requests answered 429 at "
+            title=f"stray 429s: no limit, {args.stray_share:.1%} of requests answered 429 at "
             f"random (Retry-After: 1); target wall time <= {TARGET_STRAY_RATIO}x the clean run",
         )
     inflight: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -46,6 +47,8 @@ from runcomfy_async import (
     Timeouts,
     VirtualClock,
 )
+from runcomfy_async._admission import LocalAdmission
+from runcomfy_async._clock import sleep
 from runcomfy_async.testing import FakeRunComfy, Faults, Uniform, submit_key
 
 TOKEN = "test-token"
@@ -380,3 +383,51 @@ async def test_chaos_with_hangs_in_real_time(seed, record_property):
         await settle_tasks()
     assert {"hang", "hang_after_accept"} <= set(seen), seen
     record_property("tally", attrs.asdict(tally))
+
+
+# -- the rate controller under a thin rain of 429s ------------------------------------
+
+
+async def _paced_work(share: float, seed: int, work: int = 20_000, senders: int = 256) -> float:
+    """Virtual seconds for *work* accepted requests when *share* of answers are 429s.
+
+    No limit at all: a 429 is noise. Each sender waits a 429's Retry-After
+    (1 s), as the client's retry does; the rest is the admission's pace.
+    """
+    clock = VirtualClock()
+    admission = LocalAdmission(Limits(max_concurrent_requests=32), clock)
+    rng = random.Random(seed)
+    left = [work]
+
+    async def sender() -> None:
+        while left[0] > 0:
+            ticket = await admission.acquire("status")
+            try:
+                rejected = rng.random() < share
+                await sleep(clock, 0.02)
+            finally:
+                admission.release(ticket)
+            if rejected:
+                admission.on_rate_limited(ticket, 1.0)
+                await sleep(clock, 1.0)
+            else:
+                admission.on_success(ticket)
+                left[0] -= 1
+
+    async with clock.autojumping(io=False), anyio.create_task_group() as group:
+        for _ in range(senders):
+            group.start_soon(sender)
+    return clock.now()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="0.5 % of answers 429 at random are taken for congestion and the cuts are not "
+    "undone: 2 to 7 x slower here, 2.67 x on the 5,000-job chaos benchmark",
+)
+async def test_chaos_a_thin_rain_of_stray_429s_costs_little():
+    """0.5 % random 429s and no limit: the same work within 1.5 x the clean time."""
+    clean = await _paced_work(0.0, seed=0)
+    ratios = [await _paced_work(0.005, seed) / clean for seed in range(3)]
+    assert sorted(ratios)[1] <= 1.5, ratios
+    assert max(ratios) <= 2.5, ratios

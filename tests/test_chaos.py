@@ -388,7 +388,7 @@ async def test_chaos_with_hangs_in_real_time(seed, record_property):
 # -- the rate controller under a thin rain of 429s ------------------------------------
 
 
-async def _paced_work(share: float, seed: int, work: int = 20_000, senders: int = 256) -> float:
+async def _paced_work(share: float, seed: int, work: int = 10_000, senders: int = 256) -> float:
     """Virtual seconds for *work* accepted requests when *share* of answers are 429s.
 
     No limit at all: a 429 is noise. Each sender waits a 429's Retry-After

@@ -320,6 +320,7 @@ async def test_chaos_unknown_status_word_ends_the_job_at_once():
             await gather_bounded(client, [job], clock)
         assert isinstance(job.exception(), ProtocolError)
         assert "paused" in str(job.exception())
+        assert 1 == fake.count("result") + fake.count("status")  # not asked again
 
 
 async def test_chaos_close_in_the_middle_resolves_everything():
@@ -327,7 +328,6 @@ async def test_chaos_close_in_the_middle_resolves_everything():
     n, run = 120, "close"
     with no_task_left():
         async with virtual_world(4, 0.15, {}) as (clock, fake):
-            count_faults(fake)
             async with virtual_client(fake, clock) as client:
                 jobs = client.submit_many(requests(run, n))
                 keys = {submit_key(MODEL, payload(run, i)): job for i, job in enumerate(jobs)}
@@ -337,9 +337,9 @@ async def test_chaos_close_in_the_middle_resolves_everything():
             await eventually(lambda: fake.in_flight == 0)
             check_promises(fake, jobs, keys)
             # Each step of closing is bounded by cancel_timeout (5 s): settling
-            # submits on the wire (1.5 x), cancels and last looks (2 x).
+            # submits on the wire (1.5 x), cancels and last looks (1 x),
+            # saving what the poller learnt (1 x).
             assert closed <= 4 * 5.0, closed
-            assert all(job.request_id not in fake.jobs or job.done() for job in jobs)
         await settle_tasks()
 
 

@@ -45,6 +45,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 from _common import (
     TOKEN,
     Emulator,
@@ -538,9 +539,8 @@ async def _inflight_row(args: argparse.Namespace) -> dict[str, Any]:
                 )
 
         sampling = asyncio.create_task(sampler())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(args.inflight_duration):
-                await client.gather(jobs)
+        with anyio.move_on_after(args.inflight_duration):
+            await client.gather(jobs)
         sampling.cancel()
         await asyncio.gather(sampling, return_exceptions=True)
         wall = time.monotonic() - started

@@ -149,7 +149,7 @@ class API:
         *,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
-        max_body_bytes: int = 48 << 20,
+        max_body_bytes: int = 32 << 20,
     ) -> None:
         self._transport = transport
         self._admission = admission

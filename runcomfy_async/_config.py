@@ -187,7 +187,7 @@ class Limits:
     initial_rate: float = attrs.field(default=50.0, validator=attrs.validators.gt(0))
     min_rate: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
     burst: float = attrs.field(default=10.0, validator=attrs.validators.ge(1))
-    max_body_bytes: int = attrs.field(default=48 << 20, validator=attrs.validators.ge(1))
+    max_body_bytes: int = attrs.field(default=32 << 20, validator=attrs.validators.ge(1))
 
 
 def package_version() -> str:

@@ -80,9 +80,9 @@ _MIN_DELIVERY_SAMPLES = 20
 _MIN_BACKGROUND = 0.002
 """The background share assumed when none was seen: a floor for the check."""
 _MAX_BACKGROUND = 0.1
+"""Beyond this share, 429s are overload whatever else they look like."""
 _STRAY_SHARE = 0.02
 """The smallest share of stray 429s worth telling from congestion."""
-"""Beyond this share, 429s are overload whatever else they look like."""
 _DECIDE = math.log(19.0)
 """The check's evidence bound: 19 to 1 either way (a 5 % error each side)."""
 _MIN_CLUSTER = 3

@@ -373,7 +373,7 @@ async def wake_workaround_needed() -> bool:
 
 def wake_workaround(client: RunComfy, probe: PollProbe) -> None:
     """Have *probe* wake *client*'s dispatcher after each poll booking."""
-    probe.wake = client._scheduler._notify
+    probe.wake = client._engine._notify
 
 
 class StallMonitor:

@@ -238,7 +238,7 @@ class AdaptivePolling:
             so this session's own evidence soon outweighs it.
         plan_after: Finishes (a prior's weighted ones included) a model
             needs before the schedule is solved exactly for it (see
-            :class:`PollPlan`); before, the local rule is used.
+            ``PollPlan``); before, the local rule is used.
         rand: The random source (seedable for tests).
 
     """
@@ -285,7 +285,8 @@ class AdaptivePolling:
         """Return every learned model as JSON-ready data, keyed by model id.
 
         Give it to :meth:`load_models` in a later session (a journal or a
-        cache file can store it; see :func:`save_model_cache`).
+        cache file can store it; the client keeps them in its journal or in the
+        user's cache folder).
         """
         return {key: model.to_json() for key, model in self._models.items() if model.evidence > 0}
 

@@ -635,6 +635,7 @@ class Engine:
             if record.cancel_reason is not None:
                 scope.cancel()
             if self._journaled and record.key is not None and await self._known(record):
+                record.scope = None
                 return
             try:
                 submission = await self._api.submit(

@@ -61,10 +61,11 @@ class Clock(Protocol):
 class RealClock:
     """The running event loop's clock and timers (the default)."""
 
-    __slots__ = ("_loop",)
+    __slots__ = ("_loop", "_time")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] | None = None
 
     def __repr__(self) -> str:
         return "<RealClock>"
@@ -75,11 +76,15 @@ class RealClock:
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
+            self._time = loop.time
         return loop
 
     def now(self) -> float:
         """Return the event loop's monotonic time."""
-        return self._running().time()
+        time = self._time
+        if time is None or self._loop is None or self._loop.is_closed():
+            return self._running().time()
+        return time()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         """Book *callback* on the event loop's timer heap."""

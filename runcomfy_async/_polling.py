@@ -62,7 +62,9 @@ class Phase(str, enum.Enum):
     RUNNING = "running"
 
 
-@attrs.define(slots=True)
+# Set on every poll of every job: no per-attribute hooks (the phase is
+# converted at construction and by see()).
+@attrs.define(slots=True, on_setattr=attrs.setters.NO_OP)
 class PollState:
     """What the poller knows of one job, on the client's monotonic clock.
 

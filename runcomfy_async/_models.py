@@ -183,7 +183,6 @@ JobStatus: TypeAlias = (
 """Every state a job can be seen in."""
 
 
-
 @attrs.frozen(kw_only=True)
 class CancelOutcome:
     """What a remote cancel achieved.

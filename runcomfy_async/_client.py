@@ -286,8 +286,10 @@ class RunComfy:
     async def _release(self) -> None:
         with cancel_at(self._clock, self._clock.now() + self._cancel_timeout):
             await self._save_models()
-            if self._owns_journal:
-                await self._journal.close()  # type: ignore[attr-defined]
+        # Never cut short: a journal left open would keep its lock (local
+        # disk work, bounded by the store itself).
+        if self._owns_journal:
+            await self._journal.close()  # type: ignore[attr-defined]
         await self._transport.close()
 
     async def _load_models(self) -> None:

@@ -236,6 +236,12 @@ class AIMDController:
             return settled
         answers = len(self._answers)
         share = self._rejected / answers
+        if self._check is not None and share < 1.0 - self.decrease:
+            # A cut is under test, and these 429s are its evidence: cutting
+            # again would restart the test (stray 429s would then hold the
+            # rate down cut after cut). Only a share the last cut could not
+            # explain away, a limit far lower, cuts again before the verdict.
+            return Signal.KEPT
         target = self.rate * self.decrease
         delivered = self._delivered(now)
         if delivered is not None:

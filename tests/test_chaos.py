@@ -443,8 +443,9 @@ async def _paced_work(share: float, seed: int, work: int = 10_000, senders: int 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="0.5 % of answers 429 at random are taken for congestion and the cuts are not "
-    "undone: 2 to 7 x slower here, 2.67 x on the 5,000-job chaos benchmark",
+    reason="0.5 % of answers 429 at random: some cuts' checks conclude congestion (the check "
+    "weighs 0.2 % against 2 %), so the cut stands: 1.27 to 1.86 x here (median 1.52; "
+    "before a cut under test stopped further cuts: 2 to 7 x)",
 )
 async def test_chaos_a_thin_rain_of_stray_429s_costs_little():
     """0.5 % random 429s and no limit: the same work within 1.5 x the clean time."""

@@ -406,11 +406,13 @@ class AdaptivePolling:
                 max(model.frontier - run, 0.0)
                 + self.frontier_growth * max(run, self.first_poll / scale),
             )
-        if run > model.frontier:
-            # The job has outlived everything the model has seen (a warm
-            # model from a faster day, say): the hazard here is a guess
+        if not model.trusted and run > model.frontier:
+            # A warm model this session has proved wrong (the service got
+            # slower) and a job past all it knows: its hazard here is a guess
             # extrapolated flat, worth less the further the job outlives it.
-            # Back off with the overshoot, as a cold model would.
+            # Back off with the overshoot, as a cold model would. (A model
+            # learnt in this session keeps its own frontier rule above: it
+            # knows the tail it has watched.)
             spacing = max(spacing, self.frontier_growth * (run - model.frontier))
         return spacing * scale
 

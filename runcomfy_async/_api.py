@@ -112,11 +112,6 @@ class Wire:
     def __repr__(self) -> str:
         return f"<Wire on_wire={len(self._scopes)}>"
 
-    @property
-    def busy(self) -> int:
-        """Paid exchanges on the wire now."""
-        return len(self._scopes)
-
     @contextlib.contextmanager
     def shielded(self) -> Iterator[anyio.CancelScope]:
         """Shield one exchange; check ``cancelled_caught`` after the block."""

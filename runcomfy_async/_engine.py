@@ -197,11 +197,6 @@ class Engine:
         """Jobs not finished yet, sent or not."""
         return len(self._live)
 
-    @property
-    def unsent(self) -> int:
-        """Jobs waiting locally to be sent."""
-        return len(self._pending)
-
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:

@@ -327,16 +327,6 @@ class API:
         on_retry: Callable[[], None] | None,
         deadline: float | None,
     ) -> T:
-        # The fast path: one try, no loop built. Most exchanges end here.
-        try:
-            return await self._exchange(kind, method, path, parse, params=params)
-        except (APIError, TransportError) as error:
-            if error.request_id is None:
-                error.request_id = request_id
-            if not _retryable(error):
-                raise
-            first: Exception = error
-
         async def once() -> T:
             try:
                 return await self._exchange(kind, method, path, parse, params=params)
@@ -344,6 +334,14 @@ class API:
                 if error.request_id is None:
                     error.request_id = request_id
                 raise
+
+        # The fast path: one try, no loop built. Most exchanges end here.
+        try:
+            return await once()
+        except (APIError, TransportError) as error:
+            if not _retryable(error):
+                raise
+            first: Exception = error
 
         return await retrying(
             once,

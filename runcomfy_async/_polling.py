@@ -406,14 +406,19 @@ class AdaptivePolling:
                 max(model.frontier - run, 0.0)
                 + self.frontier_growth * max(run, self.first_poll / scale),
             )
-        if not model.trusted and run > model.frontier:
-            # A warm model this session has proved wrong (the service got
-            # slower) and a job past all it knows: its hazard here is a guess
-            # extrapolated flat, worth less the further the job outlives it.
-            # Back off with the overshoot, as a cold model would. (A model
-            # learnt in this session keeps its own frontier rule above: it
-            # knows the tail it has watched.)
-            spacing = max(spacing, self.frontier_growth * (run - model.frontier))
+        if model.prior_weight > 0 and run > model.longest:
+            # A warm model, and a job past every finish it knows: its hazard
+            # here is extrapolated flat from the last few finishes, a guess
+            # worth less the further the job outlives them. Back off with the
+            # overshoot: gently while the prior is trusted, as a cold probe
+            # would once this session has proved it wrong (the service got
+            # slower). A model learnt in this session alone keeps its own tail
+            # rule above: it knows the tail it has watched, and in a batch
+            # started together every running job is past its longest finish.
+            # (The longest finish, not the frontier: the job itself pushes the
+            # frontier forward as it is polled.)
+            share = self.frontier_growth if model.trusted else self.growth
+            spacing = max(spacing, share * (run - model.longest))
         return spacing * scale
 
     def _local_spacing(self, model: RunTimeModel, run: float, scale: float) -> float:

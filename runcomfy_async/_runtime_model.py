@@ -43,12 +43,18 @@ borrows from its neighbours."""
 
 _TAIL_EVENTS = 3.0
 """Finishes the hazard at and past the frontier is pooled over (at most ``2 * reach`` bins back)."""
+_PARTIAL_BINS = 2
+"""The last bins this session reached, left out of the check against a prior."""
+_CHECK_EVERY = 16
+"""Exposure updates between two full checks of a prior (finishes check at once)."""
 
 _FORMAT = 1
-_DISAGREE_P = 0.005
-"""How improbable this session's finishes must be under a prior to distrust it."""
-"""Standard deviations between this session's finishes and the prior's forecast
-beyond which the prior is distrusted."""
+_DISAGREE_P = 5e-5
+"""How improbable this session's finishes where the prior watched jobs must be,
+for it to be distrusted (strict: the check is made after every poll)."""
+_OUTLIVED_P = 0.005
+"""How improbable it must be that no more jobs finished past all the prior
+watched (its tail is a guess from its last few finishes)."""
 _DISTRUSTED = 0.05
 """What is left of a prior's weight once this session disagrees with it."""
 _STALE_WEIGHT = 0.2
@@ -139,17 +145,32 @@ def _pooled_tail(events: list[float], exposure: list[float], last: int, reach: i
     return (ev + 0.5) / ex if ex > 0 else 0.0
 
 
-def _poisson_surprise(seen: int, mean: float) -> float:
-    """Return the chance, under Poisson(*mean*), of a count as far out as *seen* (one tail)."""
+def _surprise(seen: int, mean: float, spread: float = 0.0) -> float:
+    """Return the chance of a count as far out as *seen* from *mean* (one tail).
+
+    The count is Poisson given the hazard; *spread* is the variance of the
+    forecast itself (the prior's hazard is an estimate too), which makes the
+    count negative binomial. Without it, two samples of the same service
+    would disagree too often: a prior learned from 200 jobs is no more exact
+    than this session's own 200.
+    """
     if mean <= 0:
         return 1.0
     if mean > 50:  # a normal tail is good enough there, and cheap
-        z = abs(seen - mean) / math.sqrt(mean)
+        z = abs(seen - mean) / math.sqrt(mean + spread)
         return 0.5 * math.erfc(z / math.sqrt(2.0))
-    term = total = math.exp(-mean)
-    for k in range(1, seen + 1):
-        term *= mean / k
-        total += term
+    if spread > 1e-9 * mean:
+        shape = mean * mean / spread
+        keep = shape / (shape + mean)
+        term = total = math.exp(shape * math.log(keep))
+        for k in range(1, seen + 1):
+            term *= (k - 1 + shape) / k * (1.0 - keep)
+            total += term
+    else:
+        term = total = math.exp(-mean)
+        for k in range(1, seen + 1):
+            term *= mean / k
+            total += term
     at_most = min(1.0, total)  # P(X <= seen)
     if seen <= mean:
         return at_most
@@ -189,10 +210,15 @@ class RunTimeModel:
     prior_weight: float = 0.0
     trusted: bool = True
     _prior_hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
-    _forecast: float = attrs.field(default=0.0, init=False, repr=False)
+    _prior_last: int = attrs.field(default=-1, init=False, repr=False)
+    _prior_tail: float = attrs.field(default=0.5, init=False, repr=False)
+    _forecast_beyond: float = attrs.field(default=0.0, init=False, repr=False)
+    _finished_beyond: int = attrs.field(default=0, init=False, repr=False)
+    _unchecked: int = attrs.field(default=0, init=False, repr=False)
     _hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
     _cumulative: list[float] = attrs.field(factory=list, init=False, repr=False)
     _frontier: float = attrs.field(default=0.0, init=False)
+    _longest: float = attrs.field(default=0.0, init=False, repr=False)
     _stale: int = attrs.field(default=_REBUILD_EVERY, init=False)
     _revision: int = attrs.field(default=0, init=False, repr=False)
 
@@ -207,34 +233,46 @@ class RunTimeModel:
         while start < end and index < _BINS:
             upper = _EDGES[index + 1] if index < _BINS - 1 else math.inf
             step = min(end, upper) - start
+            if checking and index > self._prior_last:
+                self._forecast_beyond += self._prior_hazard[index] * step
             self.exposure[index] += step
-            if checking:
-                self._forecast += self._prior_hazard[index] * step
             start += step
             index += 1
         self._stale += 1
         if checking:
-            self._check_prior()
+            self._unchecked += 1
+            self._check_prior(full=self._unchecked >= _CHECK_EVERY)
 
     def add_event(self, seconds: float) -> None:
         """Count a job that finished after *seconds* of run time."""
-        self.events[_bin(seconds)] += 1.0
+        index = _bin(seconds)
+        self.events[index] += 1.0
         self.finished += 1
         self._stale = _REBUILD_EVERY
         if self._checking():
-            self._check_prior()
+            self._finished_beyond += index > self._prior_last
+            self._check_prior(full=True)
 
     def _checking(self) -> bool:
         """Say whether a trusted prior is being checked against this session."""
         if self.prior_weight <= 0 or not self.trusted:
             return False
         if not self._prior_hazard:
-            self._prior_hazard, _ = _smoothed(
+            self._prior_hazard, last = _smoothed(
                 self.prior_events, self.prior_exposure, self.min_events, self.reach
             )
-            self._forecast = sum(
-                h * x for h, x in zip(self._prior_hazard, self.exposure, strict=True)
+            self._prior_last = last
+            # The prior's tail rate rests on its last few finishes.
+            tail = 0.5
+            for index in range(last, max(-1, last - 2 * self.reach - 1), -1):
+                tail += self.prior_events[index]
+                if tail >= _TAIL_EVENTS + 0.5:
+                    break
+            self._prior_tail = tail
+            self._forecast_beyond = sum(
+                self._prior_hazard[i] * self.exposure[i] for i in range(last + 1, _BINS)
             )
+            self._finished_beyond = round(sum(self.events[last + 1 :]))
         return True
 
     # -- reading -------------------------------------------------------------------
@@ -259,6 +297,12 @@ class RunTimeModel:
         """The longest run time any job has been watched for (prior included)."""
         self._refresh()
         return self._frontier
+
+    @property
+    def longest(self) -> float:
+        """The longest run time any job was seen to finish at (prior included; a bin's end)."""
+        self._refresh()
+        return self._longest
 
     def hazard(self, seconds: float) -> float:
         """Return the estimated hazard at *seconds* (flat beyond the frontier)."""
@@ -337,6 +381,8 @@ class RunTimeModel:
         exposure = [a + share * b for a, b in zip(self.exposure, self.prior_exposure, strict=True)]
         hazard, last = _smoothed(events, exposure, self.min_events, self.reach)
         self._frontier = _EDGES[last + 1] if last >= 0 else 0.0
+        ended = [i for i in range(_BINS) if events[i] > 0]
+        self._longest = _EDGES[ended[-1] + 1] if ended else 0.0
         cumulative = [0.0] * (_BINS + 1)
         for index in range(_BINS):
             cumulative[index + 1] = (
@@ -344,16 +390,51 @@ class RunTimeModel:
             )
         self._hazard, self._cumulative = hazard, cumulative
 
-    def _check_prior(self) -> None:
+    def _check_prior(self, *, full: bool) -> None:
         # The finishes the prior forecasts for the time at risk this session
         # watched (kept up to date as exposure comes in, so one long job is
-        # enough to tell), against the finishes seen: a Poisson count, so a
-        # count that improbable under the prior means the service changed pace.
-        # (An exact tail, not a normal gap: one long job that outlived the
-        # prior is already telling, and a z-score of small counts is not.)
-        if _poisson_surprise(self.finished, self._forecast) < _DISAGREE_P:
+        # enough to tell), against the finishes seen: a count that improbable
+        # under the prior means the service changed pace. Two counts: where
+        # the prior watched jobs, its hazard rests on its finishes there;
+        # past that, on the few of its tail, so one long job that outlived
+        # it far is telling, and one a little past it is not. (Exact tails,
+        # not z-scores: small counts are the telling ones.)
+        beyond = self._forecast_beyond
+        outlived = (
+            _surprise(self._finished_beyond, beyond, beyond * beyond / self._prior_tail)
+            < _OUTLIVED_P
+        )
+        if outlived or (full and self._disagrees()):
             self.trusted = False
             self._stale = _REBUILD_EVERY  # rebuild the hazard without it
+
+    def _disagrees(self) -> bool:
+        """Say whether this session's finishes where the prior watched jobs refute it.
+
+        The finishes seen against the prior's forecast, ``sum of e_b / x_b *
+        c_b`` over bins b: a count whose forecast is itself noisy, with the
+        variance of a two-sample test of Poisson rates (under the null both
+        sessions share one hazard, estimated from both, and ``e_b`` is as
+        noisy as this session's count). A variance from the prior's own
+        estimate would be too small exactly where it is too low, and two
+        samples of one service would disagree too often.
+        """
+        self._unchecked = 0
+        seen = forecast = spread = 0.0
+        # Not the last bins this session reached: a batch polled in step has
+        # counted only part of them (the jobs polled so far this sweep), a
+        # count as noisy as it is unbiased, and the check is made often.
+        reached = max((i for i in range(_BINS) if self.exposure[i] > 0), default=-1)
+        for index in range(min(self._prior_last, reached - _PARTIAL_BINS) + 1):
+            watched, before = self.exposure[index], self.prior_exposure[index]
+            if watched <= 0 or before <= 0:
+                continue
+            count = self.events[index]
+            seen += count
+            forecast += self._prior_hazard[index] * watched
+            pooled = (count + self.prior_events[index]) / (watched + before)
+            spread += pooled * watched * watched / before
+        return _surprise(round(seen), forecast, spread) < _DISAGREE_P
 
     # -- persistence -----------------------------------------------------------------
 
@@ -555,7 +636,9 @@ class PollPlan:
         count = len(times)
         value = [0.0] * count
         value[-1] = survival[-1] * tail_value
-        planner = _Step(times, survival, moment, value, cost, floor, ceiling, keep)
+        planner = _Step(
+            times, survival, moment, value, cost, floor, ceiling, keep, tail_rate, tail_value
+        )
         for i in range(count - 2, -1, -1):
             value[i] = planner.best(i + 1, times[i], survival[i], moment[i])[0]
         return cls(
@@ -581,6 +664,7 @@ class PollPlan:
         s, g = _segment(self.survival[k], self.moment[k], times[k], self.rates[k], run - times[k])
         if s <= 0:
             return self.tail_spacing
+        survivors = self.survival[-1]
         step = _Step(
             times,
             self.survival,
@@ -590,6 +674,8 @@ class PollPlan:
             self.floor,
             self.ceiling,
             self.keep,
+            self.tail_rate,
+            self.value[-1] / survivors if survivors > 0 else 0.0,
         )
         _, target = step.best(k + 1, run, s, g)
         if target is None:
@@ -609,11 +695,19 @@ class _Step:
     floor: float
     ceiling: float
     keep: float
+    tail_rate: float
+    """The hazard beyond the grid (flat)."""
+    tail_value: float
+    """The cost to come per job still running at the grid's end, polled there."""
 
     def best(self, start: int, t: float, s: float, g: float) -> tuple[float, float | None]:
-        """Return (W at *t*, the best next poll time) over grid points from *start*.
+        """Return (W at *t*, the best next poll time) from grid points from *start* on.
 
-        *s* and *g* are the survival and ``integral of x f(x)`` at *t*.
+        *s* and *g* are the survival and ``integral of x f(x)`` at *t*. The
+        next poll may also leap past the grid's end, into the flat tail:
+        otherwise every job would poll once exactly where the grid ends
+        (the frontier), and a batch that keeps pushing its frontier forward
+        would pay that poll at every step.
         """
         times, survival, moment, value = self.times, self.survival, self.moment, self.value
         best, choice = math.inf, None
@@ -621,16 +715,43 @@ class _Step:
             u = times[j]
             gap = u - t
             if gap > self.ceiling and choice is not None:
-                break
+                return best, choice
             s_u = survival[j]
             if s_u < self.keep * s and choice is not None:
-                break  # the step would leap over too much chance of finishing
+                return best, choice  # the step would leap over too much chance of finishing
             here = s + (u * (s - s_u) - (moment[j] - g)) / self.cost
             if here >= best:
-                break  # the delay alone grows with u, and W is never negative
+                return best, choice  # the delay alone grows with u, and W is never negative
             if gap < self.floor and j < len(times) - 1:
                 continue
             total = here + value[j]
+            if total < best:
+                best, choice = total, u
+        return self._past_end(t, s, g, best, choice)
+
+    def _past_end(
+        self, t: float, s: float, g: float, best: float, choice: float | None
+    ) -> tuple[float, float | None]:
+        """Improve (*best*, *choice*) with a next poll beyond the grid's end."""
+        rate, end = self.tail_rate, self.times[-1]
+        s_end, g_end = self.survival[-1], self.moment[-1]
+        if rate <= 0 or s_end <= 0 or choice is None:
+            return best, choice
+        # Past the end the hazard is flat: the best leap is near the spacing
+        # sqrt(2 c / rate); try a ladder around it, within the caps.
+        reach = self.ceiling - (end - t)
+        if self.keep > 0:
+            reach = min(reach, math.log(s_end / (self.keep * s)) / rate if s > 0 else 0.0)
+        if reach <= 0:
+            return best, choice
+        guess = math.sqrt(2.0 * self.cost / rate)
+        for step in range(-16, 9):
+            x = min(guess * 2.0 ** (step / 4.0), reach)
+            if end + x - t < self.floor:
+                continue
+            s_u, g_u = _segment(s_end, g_end, end, rate, x)
+            u = end + x
+            total = s + (u * (s - s_u) - (g_u - g)) / self.cost + s_u * self.tail_value
             if total < best:
                 best, choice = total, u
         return best, choice

@@ -351,6 +351,46 @@ def test_the_plan_is_optimal_on_its_grid():
             assert cost(moved) >= best * 0.999, (index, shift)
 
 
+def test_a_plan_leaps_past_its_grids_end_rather_than_poll_there():
+    """A job just short of the frontier is not made to poll exactly at it.
+
+    The plan's grid ends at the frontier, with a flat hazard beyond. Were the
+    end the only place past it a poll could go, every job would poll there,
+    and a batch that pushes its frontier forward as it runs would pay one
+    such poll per bin: the cold mixtures spent about a poll per job on it.
+    """
+    model = RunTimeModel()
+    for run in lognormal_runs(400, cv=0.3):
+        model.add_exposure(0.0, run)
+        model.add_event(run)
+    model.add_exposure(0.0, 300.0)  # one job watched far past every finish
+    plan = model.plan(0.1, floor=0.5, ceiling=60.0, max_step_chance=0.25)
+    end = plan.times[-1]
+    run = end - 0.2
+    step = plan.next_poll(run)
+    assert step > 0.2 + 1.0  # past the end, not at it
+    assert step == pytest.approx(plan.tail_spacing, rel=0.5)
+
+
+def test_a_prior_of_the_same_service_stays_trusted():
+    """Warm sessions of the workload the prior was learned on keep trusting it.
+
+    The check against a prior runs after every poll; a Poisson test that
+    took the prior's hazard as exact distrusted a prior of the very same
+    service in more than half of the sessions of the benchmark's workloads.
+    """
+    distrusted = 0
+    sessions = 0
+    for name in ("lognormal cv 0.3", "lognormal cv 1.0", "two modes 30/90 s"):
+        workload = poll_sim.WORKLOADS[name]
+        for seed in range(1, 5):
+            policy = poll_sim.warm_policy(workload, seed, learn_seed=seed + 10_000)
+            poll_sim.simulate(policy, workload.draw(random.Random(seed)), workload.slots)
+            distrusted += not policy._model(poll_sim.KEY).trusted
+            sessions += 1
+    assert distrusted <= 1, f"{distrusted} of {sessions} sessions distrusted their prior"
+
+
 def test_reattached_jobs_are_polled_sensibly_from_their_first_answer():
     """178 re-attached jobs, queued behind 20 slots, are each seen within seconds of finishing.
 

@@ -88,9 +88,14 @@ class PollState:
             at risk in the learned model.
         just_started: True on the poll that first saw the job running.
         attached: True for a job re-attached by request id: its age is
-            unknown, so its run time so far is not either.
+            unknown, so its run time so far is not either (until it is seen
+            to start: see :attr:`age_known`).
+        start_seen: True once the job was seen queued and then running, so
+            its start is known to within one poll.
         probe: Set by the policy: this job is polled early to learn a new
             model's run time for its batch.
+        probe_rank: Set by the policy: a probe's place among its model's
+            probes (0 for the first), which sets when it starts.
 
     """
 
@@ -108,7 +113,9 @@ class PollState:
     credited: float = 0.0
     just_started: bool = False
     attached: bool = False
+    start_seen: bool = False
     probe: bool | None = None
+    probe_rank: int = 0
 
     def see(self, phase: Phase | str, position: int | None, now: float) -> None:
         """Record a poll that found the job unfinished, in *phase*."""
@@ -118,6 +125,7 @@ class PollState:
             if self.phase is Phase.QUEUED and self.last_poll is not None:
                 # It started some time between the last two polls.
                 self.started_at = (self.last_poll + now) / 2.0
+                self.start_seen = True
             else:
                 # Unknown start (never seen queued, or re-attached): the
                 # submit is the best guess; an attached job's age is not
@@ -129,6 +137,11 @@ class PollState:
         self.phase = phase
         self.last_poll = now
         self.polls += 1
+
+    @property
+    def age_known(self) -> bool:
+        """True unless the job was re-attached running: then its run time so far is unknown."""
+        return not self.attached or self.start_seen
 
     def elapsed(self, now: float) -> float:
         """Seconds this job has been running (since submit if never seen queued)."""
@@ -212,18 +225,26 @@ class AdaptivePolling:
         floor: The shortest wait between two polls of one job.
         ceiling: The longest wait between two polls of a running job.
         queued_ceiling: The longest wait between two polls of a queued job.
-        first_poll: While a model's run time is unknown, the run time a
-            job's first wait is grown from (a probe's first poll comes after
-            ``growth * first_poll``, another job's after
-            ``wait_growth * first_poll``).
+        first_poll: While a model's run time is unknown, the shortest run
+            time worth asking about: a probe's wait is grown from it, and a
+            later probe starts later in units of it (see ``probe_ramp``).
         growth: While a model's run time is unknown (nothing finished yet),
-            a probe job waits this share of the time already run
-            (geometric spacing, so a job of unknown length costs few polls).
-        wait_growth: The same share for the rest of a new model's batch:
-            they wait for the probes' first finish (which re-plans them)
-            rather than each pay the search for the run time.
-        probes: A new model's first jobs that probe...
-        probe_every: ...and then one job in this many.
+            a probe job waits at most this share of the time already run
+            (geometric spacing, so a job of unknown length costs few
+            polls), and at most ``sqrt(first_poll * t)`` at run time t: the
+            longer a batch has run unseen, the more of it finishes unseen
+            between two polls, so the search tightens as it goes on.
+        wait_growth: The same share for the rest of a new model's batch
+            (capped by ``ceiling``): they wait for the probes' first finish,
+            which re-plans them, rather than each pay the search.
+        probes: A new model's first jobs that probe, from their start...
+        probe_every: ...and then one job in this many, joining later.
+        probe_ramp: The later probes join at this many per ``first_poll``
+            seconds of run time: probe number n (from 0) first polls after
+            ``first_poll * (n - probes) / probe_ramp`` seconds (and no
+            sooner than ``growth * first_poll``). A few probes search the
+            first seconds, where a late detection costs little; more join
+            as the stakes grow.
         frontier_growth: Once some jobs have finished, a running job past the
             longest run time yet watched waits at most this share of the time
             it has run: the learned hazard says nothing there.
@@ -252,9 +273,10 @@ class AdaptivePolling:
     queued_ceiling: float = 600.0
     first_poll: float = 2.0
     growth: float = 0.5
-    wait_growth: float = 5.0
+    wait_growth: float = 30.0
     probes: int = 8
-    probe_every: int = 8
+    probe_every: int = 4
+    probe_ramp: float = 2.0
     frontier_growth: float = 0.3
     queued_growth: float = 2.0
     queue_share: float = 0.8
@@ -267,6 +289,7 @@ class AdaptivePolling:
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _cold_jobs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _probe_count: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _plans: dict[tuple[str, float], tuple[int, int, float, PollPlan]] = attrs.field(
         factory=dict, init=False, repr=False
     )
@@ -328,6 +351,25 @@ class AdaptivePolling:
             return self.growth * max(elapsed, self.first_poll)
         return math.sqrt(2.0 * self.delay_cost * model.mean())
 
+    def _cold_delay(self, state: PollState, elapsed: float) -> float:
+        # Nothing of this model has finished yet: the probes search for its
+        # run time for the whole batch, the rest wait for their first finish.
+        if state.probe is None:
+            state.probe = self._is_probe(state.key)
+            if state.probe:
+                rank = self._probe_count.get(state.key, 0)
+                self._probe_count[state.key] = rank + 1
+                state.probe_rank = rank
+        run = max(elapsed, self.first_poll)
+        if not state.probe:
+            return self.wait_growth * run
+        step = min(self.growth * run, math.sqrt(self.first_poll * run))
+        if state.polls == 0:
+            later = max(0, state.probe_rank - self.probes)
+            start = self.first_poll * later / self.probe_ramp
+            step = max(step, start - elapsed)
+        return step
+
     def _is_probe(self, key: str) -> bool:
         # The first jobs of a key, then one in probe_every: enough to see the
         # batch's first finishes early, few enough that the rest of the
@@ -368,7 +410,13 @@ class AdaptivePolling:
             # leaves a job unasked for minutes.
             return min(self.queued_growth * waited, self.ceiling)
         wait = (state.position + 1) / self._drain
-        first_step = self._running_delay(state, 0.0)
+        # How soon after its start the job could finish: a learned model
+        # says; before anything finished, a probe's first step (not the wait
+        # of the rest of a new model's batch, which trusts the probes).
+        if self._model(state.key).ready:
+            first_step = self._running_delay(state, 0.0)
+        else:
+            first_step = self.growth * self.first_poll
         if wait <= first_step:
             # It starts soon and cannot finish for a while after: skip the
             # start and poll where finishing becomes likely.
@@ -384,13 +432,10 @@ class AdaptivePolling:
 
     def _running_delay(self, state: PollState, elapsed: float) -> float:
         model = self._model(state.key)
-        if state.attached and state.phase is Phase.RUNNING:
+        if not state.age_known and state.phase is Phase.RUNNING:
             return self._attached_delay(model, elapsed)
         if not model.ready:
-            if state.probe is None:
-                state.probe = self._is_probe(state.key)
-            growth = self.growth if state.probe else self.wait_growth
-            return growth * max(elapsed, self.first_poll)
+            return self._cold_delay(state, elapsed)
         scale = state.scale
         run = elapsed / scale
         if model.evidence >= self.plan_after:
@@ -458,7 +503,7 @@ class AdaptivePolling:
 
     def observe(self, state: PollState, now: float) -> None:
         """Learn from a poll that found the job unfinished."""
-        if state.phase is Phase.RUNNING and state.attached:
+        if state.phase is Phase.RUNNING and not state.age_known:
             return  # its age is unknown: it would teach wrong run times
         if state.phase is Phase.RUNNING:
             if state.just_started and self._drain and state.position_at is not None:
@@ -512,8 +557,8 @@ class AdaptivePolling:
     def finished(self, state: PollState, now: float, run_seconds: float | None) -> bool:
         """Learn a finished job's run time; say if other jobs should re-plan."""
         model = self._model(state.key)
-        if state.attached:
-            return False  # its age (and queue time) unknown: learn nothing
+        if not state.age_known:
+            return False  # its age unknown: learn nothing
         was_ready = model.ready
         end = self._run_time(state, now, run_seconds)
         model.add_exposure(state.credited, end)
@@ -528,8 +573,10 @@ class AdaptivePolling:
 
     def _run_time(self, state: PollState, now: float, run_seconds: float | None) -> float:
         started = state.started_at if state.started_at is not None else state.submitted_at
-        if run_seconds is not None:
+        if run_seconds is not None and not state.attached:
             # Server time from acceptance to finish, less the queue time we saw.
+            # (Not for a re-attached job: its queue time before the attach is
+            # unknown.)
             queued = max(0.0, started - state.submitted_at)
             seconds = max(0.0, run_seconds - queued)
         else:

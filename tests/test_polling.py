@@ -50,21 +50,40 @@ def test_fixed_interval_is_fixed_and_its_jitter_bounded():
 
 
 def test_a_new_model_polls_first_after_first_poll_then_geometrically():
-    """Knowing nothing, a probe polls at growth x first_poll, then a share of the time run."""
+    """Knowing nothing, a probe polls at growth x first_poll, then a share of the time run.
+
+    The share is capped at sqrt(first_poll x t): the longer a batch has run
+    unseen, the tighter its search.
+    """
     policy = seeded(jitter=0.0, first_poll=2.0, growth=1.0)
     assert 2.0 == policy.next_delay(state(), 0.0)
     job = state("running", started_at=0.0)
-    job.see("running", None, 8.0)
-    assert 8.0 == policy.next_delay(job, 8.0)
+    job.see("running", None, 1.5)
+    assert 2.0 == policy.next_delay(job, 1.5)  # growth x first_poll
+    job.see("running", None, 2.0)
+    assert 2.0 == policy.next_delay(job, 2.0)  # growth x t = sqrt(first_poll x t)
+    job.see("running", None, 32.0)
+    assert 8.0 == policy.next_delay(job, 32.0)  # sqrt(2 x 32), not 32
 
 
 def test_a_new_models_batch_waits_for_its_probes():
-    """The first jobs and one in probe_every probe; the rest wait wait_growth longer."""
+    """The first jobs and one in probe_every probe; the rest wait wait_growth longer.
+
+    The first probes start at once; later ones join probe_ramp per first_poll
+    seconds (probe n after first_poll x (n - probes) / probe_ramp): a few search
+    the first seconds, more join as the batch runs on unseen.
+    """
     policy = seeded(
-        jitter=0.0, first_poll=2.0, growth=0.5, wait_growth=5.0, probes=2, probe_every=4
+        jitter=0.0,
+        first_poll=2.0,
+        growth=0.5,
+        wait_growth=5.0,
+        probes=2,
+        probe_every=4,
+        probe_ramp=0.5,
     )
     delays = [policy.next_delay(state(), 0.0) for _ in range(9)]
-    assert [1.0, 1.0, 10.0, 10.0, 1.0, 10.0, 10.0, 10.0, 1.0] == delays
+    assert [1.0, 1.0, 10.0, 10.0, 1.0, 10.0, 10.0, 10.0, 4.0] == delays
 
 
 @pytest.mark.parametrize("phase", ["unknown", "running", "queued"])
@@ -81,7 +100,7 @@ def test_every_delay_stays_within_floor_and_ceiling(phase):
 
 def test_jitter_spreads_jobs_that_would_poll_in_step():
     """Identical jobs get different delays, within the jitter share."""
-    policy = seeded(jitter=0.1, first_poll=2.0, growth=1.0, probes=10**6)
+    policy = seeded(jitter=0.1, first_poll=2.0, growth=1.0, probes=10**6, probe_ramp=math.inf)
     delays = [policy.next_delay(state(), 0.0) for _ in range(500)]
     assert 1.8 <= min(delays) < max(delays) <= 2.2
     assert len(set(delays)) > 400
@@ -396,6 +415,9 @@ def test_reattached_jobs_are_polled_sensibly_from_their_first_answer():
 
     The policy had learned a slow queue earlier in the session; a job seen
     queued once gets neither the long queued ceiling nor a leap on that pace.
+    A re-attached job seen queued and then running has a known start: it
+    teaches the model and is polled by it (before, such jobs taught nothing,
+    and waited 3.4 s on average for 5.6 requests each).
     """
     policy = seeded()
     policy._drain = 0.01  # an old, slow queue
@@ -405,9 +427,21 @@ def test_reattached_jobs_are_polled_sensibly_from_their_first_answer():
     outcome = poll_sim.simulate(policy, runs, 20, attached=True, offset=5.0)
     last = max(finish for _, finish in poll_sim.schedule(runs, 20))
     assert last < 120.0
-    assert outcome.delay_max < 30.0
-    assert outcome.delay_mean < 4.0
-    assert outcome.requests_per_job < 10.0
+    assert outcome.delay_max < 10.0
+    assert outcome.delay_mean < 1.0
+    assert outcome.requests_per_job < 14.0
+    assert policy._model(poll_sim.KEY).finished > 100  # they taught the model
+
+
+def test_a_job_reattached_running_teaches_nothing():
+    """A job first seen running after an attach has an unknown age: no lesson from it."""
+    policy = seeded()
+    job = state("unknown", attached=True)
+    job.see(Phase.RUNNING, None, 5.0)
+    policy.observe(job, 5.0)
+    assert not job.age_known
+    assert not policy.finished(job, 9.0, 100.0)
+    assert 0 == policy._model("m").finished
 
 
 def poll_times(policy: AdaptivePolling, run_time: float, key: str = "m") -> list[float]:

@@ -17,7 +17,6 @@ a few polls but never strands jobs.
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
 from collections.abc import Mapping
@@ -25,15 +24,11 @@ from typing import Any
 
 import attrs
 
+from . import _bins as bins
+from ._poll_plan import PollPlan
+
 __all__ = ["PollPlan", "RunTimeModel"]
 
-# Log-spaced bins of normalised run time, from 50 ms to about 28 hours.
-_BIN_LO = 0.05
-_BIN_RATIO = 1.15
-_BINS = 96
-_LOG_RATIO = math.log(_BIN_RATIO)
-_EDGES = [_BIN_LO * _BIN_RATIO**i for i in range(_BINS + 1)]
-_EDGES[0] = 0.0
 _REBUILD_EVERY = 64
 """Exposure updates between rebuilds of the smoothed hazard (events rebuild at once)."""
 
@@ -61,24 +56,14 @@ _STALE_WEIGHT = 0.2
 """What is left of a prior's weight once it is older than ``stale_after``."""
 
 
-def _bin(seconds: float) -> int:
-    if seconds <= _BIN_LO:
-        return 0
-    return min(_BINS - 1, int(math.log(seconds / _BIN_LO) / _LOG_RATIO))
-
-
-def _zeros() -> list[float]:
-    return [0.0] * _BINS
-
-
 def _smoothed(
     events: list[float], exposure: list[float], min_events: int, reach: int
 ) -> tuple[list[float], int]:
     """Return the hazard per bin and the last bin with time at risk (-1: none)."""
-    explored = [i for i in range(_BINS) if exposure[i] > 0]
+    explored = [i for i in range(bins.COUNT) if exposure[i] > 0]
     last = explored[-1] if explored else -1
-    hazard = [0.0] * _BINS
-    empty = [False] * _BINS
+    hazard = [0.0] * bins.COUNT
+    empty = [False] * bins.COUNT
     settled = sum(events) >= _SMOOTH_UNTIL
     for centre in range(last + 1):
         ev, ex = events[centre], exposure[centre]
@@ -103,7 +88,7 @@ def _smoothed(
     tail = hazard[last] if last >= 0 else 0.0
     if last >= 0 and settled:
         tail = hazard[last] = _pooled_tail(events, exposure, last, reach)
-    for index in range(last + 1, _BINS):
+    for index in range(last + 1, bins.COUNT):
         hazard[index] = tail  # beyond what was seen: assume no change
     return hazard, last
 
@@ -200,13 +185,13 @@ class RunTimeModel:
 
     """
 
-    events: list[float] = attrs.field(factory=_zeros)
-    exposure: list[float] = attrs.field(factory=_zeros)
+    events: list[float] = attrs.field(factory=bins.zeros)
+    exposure: list[float] = attrs.field(factory=bins.zeros)
     finished: int = 0
     min_events: int = 1
     reach: int = 4
-    prior_events: list[float] = attrs.field(factory=_zeros, repr=False)
-    prior_exposure: list[float] = attrs.field(factory=_zeros, repr=False)
+    prior_events: list[float] = attrs.field(factory=bins.zeros, repr=False)
+    prior_exposure: list[float] = attrs.field(factory=bins.zeros, repr=False)
     prior_weight: float = 0.0
     trusted: bool = True
     _prior_hazard: list[float] = attrs.field(factory=list, init=False, repr=False)
@@ -229,9 +214,9 @@ class RunTimeModel:
         if end <= start:
             return
         checking = self._checking()
-        index = _bin(start)
-        while start < end and index < _BINS:
-            upper = _EDGES[index + 1] if index < _BINS - 1 else math.inf
+        index = bins.index(start)
+        while start < end and index < bins.COUNT:
+            upper = bins.EDGES[index + 1] if index < bins.COUNT - 1 else math.inf
             step = min(end, upper) - start
             if checking and index > self._prior_last:
                 self._forecast_beyond += self._prior_hazard[index] * step
@@ -245,7 +230,7 @@ class RunTimeModel:
 
     def add_event(self, seconds: float) -> None:
         """Count a job that finished after *seconds* of run time."""
-        index = _bin(seconds)
+        index = bins.index(seconds)
         self.events[index] += 1.0
         self.finished += 1
         self._stale = _REBUILD_EVERY
@@ -270,7 +255,7 @@ class RunTimeModel:
                     break
             self._prior_tail = tail
             self._forecast_beyond = sum(
-                self._prior_hazard[i] * self.exposure[i] for i in range(last + 1, _BINS)
+                self._prior_hazard[i] * self.exposure[i] for i in range(last + 1, bins.COUNT)
             )
             self._finished_beyond = round(sum(self.events[last + 1 :]))
         return True
@@ -307,13 +292,13 @@ class RunTimeModel:
     def hazard(self, seconds: float) -> float:
         """Return the estimated hazard at *seconds* (flat beyond the frontier)."""
         self._refresh()
-        return self._hazard[_bin(seconds)]
+        return self._hazard[bins.index(seconds)]
 
     def cumulative(self, seconds: float) -> float:
         """Return the estimated cumulative hazard from 0 to *seconds*."""
         self._refresh()
-        index = _bin(seconds)
-        lower = _EDGES[index]
+        index = bins.index(seconds)
+        lower = bins.EDGES[index]
         return self._cumulative[index] + (seconds - lower) * self._hazard[index]
 
     def survival(self, seconds: float) -> float:
@@ -323,25 +308,25 @@ class RunTimeModel:
     def mean(self) -> float:
         """Return the estimated mean run time (the integral of the survival)."""
         self._refresh()
-        total, last = 0.0, _bin(self._frontier) if self._frontier > 0 else 0
+        total, last = 0.0, bins.index(self._frontier) if self._frontier > 0 else 0
         for index in range(last + 1):
-            lower, upper = _EDGES[index], _EDGES[index + 1]
+            lower, upper = bins.EDGES[index], bins.EDGES[index + 1]
             total += (upper - lower) * self.survival((lower + upper) / 2.0)
         tail = self._hazard[last] if self._hazard else 0.0
         # Beyond the frontier the hazard is flat: an exponential tail.
-        return total + (self.survival(_EDGES[last + 1]) / tail if tail > 0 else 0.0)
+        return total + (self.survival(bins.EDGES[last + 1]) / tail if tail > 0 else 0.0)
 
     def horizon(self, seconds: float, budget: float) -> float:
         """Return the run time at which the cumulative hazard has grown by *budget*."""
         self._refresh()
         target = self.cumulative(seconds) + budget
-        index = _bin(seconds)
-        while index < _BINS - 1 and self._cumulative[index + 1] < target:
+        index = bins.index(seconds)
+        while index < bins.COUNT - 1 and self._cumulative[index + 1] < target:
             index += 1
         rate = self._hazard[index]
         if rate <= 0:
             return math.inf
-        return max(seconds, _EDGES[index] + (target - self._cumulative[index]) / rate)
+        return max(seconds, bins.EDGES[index] + (target - self._cumulative[index]) / rate)
 
     @property
     def revision(self) -> int:
@@ -380,13 +365,13 @@ class RunTimeModel:
         events = [a + share * b for a, b in zip(self.events, self.prior_events, strict=True)]
         exposure = [a + share * b for a, b in zip(self.exposure, self.prior_exposure, strict=True)]
         hazard, last = _smoothed(events, exposure, self.min_events, self.reach)
-        self._frontier = _EDGES[last + 1] if last >= 0 else 0.0
-        ended = [i for i in range(_BINS) if events[i] > 0]
-        self._longest = _EDGES[ended[-1] + 1] if ended else 0.0
-        cumulative = [0.0] * (_BINS + 1)
-        for index in range(_BINS):
+        self._frontier = bins.EDGES[last + 1] if last >= 0 else 0.0
+        ended = [i for i in range(bins.COUNT) if events[i] > 0]
+        self._longest = bins.EDGES[ended[-1] + 1] if ended else 0.0
+        cumulative = [0.0] * (bins.COUNT + 1)
+        for index in range(bins.COUNT):
             cumulative[index + 1] = (
-                cumulative[index] + (_EDGES[index + 1] - _EDGES[index]) * hazard[index]
+                cumulative[index] + (bins.EDGES[index + 1] - bins.EDGES[index]) * hazard[index]
             )
         self._hazard, self._cumulative = hazard, cumulative
 
@@ -424,7 +409,7 @@ class RunTimeModel:
         # Not the last bins this session reached: a batch polled in step has
         # counted only part of them (the jobs polled so far this sweep), a
         # count as noisy as it is unbiased, and the check is made often.
-        reached = max((i for i in range(_BINS) if self.exposure[i] > 0), default=-1)
+        reached = max((i for i in range(bins.COUNT) if self.exposure[i] > 0), default=-1)
         for index in range(min(self._prior_last, reached - _PARTIAL_BINS) + 1):
             watched, before = self.exposure[index], self.prior_exposure[index]
             if watched <= 0 or before <= 0:
@@ -456,7 +441,7 @@ class RunTimeModel:
             exposure = [x * keep / total for x in exposure]
         return {
             "format": _FORMAT,
-            "bins": {"low": _BIN_LO, "ratio": _BIN_RATIO, "count": _BINS},
+            "bins": {"low": bins.LOW, "ratio": bins.RATIO, "count": bins.COUNT},
             "events": [round(e, 4) for e in events],
             "exposure": [round(x, 3) for x in exposure],
             "saved_at": time.time() if saved_at is None else saved_at,
@@ -479,16 +464,16 @@ class RunTimeModel:
         (wall-clock, ``time.time()`` by default). Raises ValueError when
         *data* is not a model this version can read.
         """
-        bins = data.get("bins")
-        if data.get("format") != _FORMAT or bins != {
-            "low": _BIN_LO,
-            "ratio": _BIN_RATIO,
-            "count": _BINS,
+        layout = data.get("bins")
+        if data.get("format") != _FORMAT or layout != {
+            "low": bins.LOW,
+            "ratio": bins.RATIO,
+            "count": bins.COUNT,
         }:
             raise ValueError("not a run-time model this version can read")
         events = [float(e) for e in data["events"]]
         exposure = [float(x) for x in data["exposure"]]
-        if len(events) != _BINS or len(exposure) != _BINS:
+        if len(events) != bins.COUNT or len(exposure) != bins.COUNT:
             raise ValueError("a run-time model needs one value per bin")
         if any(not math.isfinite(v) or v < 0 for v in (*events, *exposure)):
             raise ValueError("a run-time model holds finite, non-negative counts only")
@@ -504,254 +489,3 @@ class RunTimeModel:
             prior_exposure=exposure,
             prior_weight=weight,
         )
-
-
-_RESOLUTION = 0.2
-"""Grid steps of a plan, as a share of the locally optimal spacing: the error
-this costs is second order (well under 1 %)."""
-_TAIL_SURVIVAL = 1e-5
-"""A plan's grid ends where fewer jobs than this share are still running."""
-
-
-def _segment(s0: float, g0: float, a: float, rate: float, dt: float) -> tuple[float, float]:
-    """Return survival and ``integral of x f(x)`` at ``a + dt``, from their values at *a*.
-
-    The hazard is *rate* throughout the segment.
-    """
-    if rate <= 0 or dt <= 0:
-        return s0, g0
-    kept = math.exp(-rate * dt)
-    # integral of x * rate * e^(-rate (x - a)) dx from a to a + dt
-    moment = a - (a + dt) * kept - math.expm1(-rate * dt) / rate
-    return s0 * kept, g0 + s0 * moment
-
-
-def _tail(
-    rate: float, cost: float, floor: float, ceiling: float, keep: float
-) -> tuple[float, float]:
-    """Return (spacing, cost per job) of the best fixed spacing under a constant hazard.
-
-    Beyond a model's frontier its hazard is flat, so the job's future looks
-    the same from every poll: the optimum is one fixed spacing s, costing
-    ``(1 + delay(s) / cost) / (1 - e^(-rate s))`` polls per surviving job.
-    """
-    if rate <= 0:
-        return ceiling if math.isfinite(ceiling) else 1e9, 1e9
-    top = ceiling
-    if keep > 0:
-        top = min(top, -math.log(keep) / rate)
-    low = max(floor, 1e-6)
-    guess = min(max(math.sqrt(2.0 * cost / rate), low), top)
-    best = (math.inf, guess)
-    for step in range(-24, 25):
-        spacing = min(max(guess * 2.0 ** (step / 8.0), low), top)
-        done = -math.expm1(-rate * spacing)
-        delay = spacing - done / rate
-        value = (1.0 + delay / cost) / done
-        best = min(best, (value, spacing))
-    return best[1], best[0]
-
-
-@attrs.frozen
-class PollPlan:
-    """The poll schedule that minimises ``polls + delay / delay_cost`` for a known hazard.
-
-    Solved exactly, by dynamic programming on a grid fine enough that the
-    rounding costs under 1 %: ``W(t)``, the expected cost to come of a job
-    polled at run time *t* and found running (weighted by the chance that
-    it runs that long), is the least over the next poll *u* of ``S(t)`` (the
-    poll at *u*) plus the expected delay of a finish between *t* and *u*
-    (over ``delay_cost``) plus ``W(u)``. The continuous spacing rule
-    ``sqrt(2 c / h)`` is this optimum's limit for many polls per job; with
-    few (a narrow run time), rounding to whole polls matters, and the plan
-    gets it right. Beyond the grid, where the hazard is flat, the best
-    spacing is a fixed one.
-
-    Attributes:
-        times: The grid of run times (normalised seconds), from 0.
-        survival: The chance a job runs past each grid time.
-        moment: The integral of ``x f(x)`` up to each grid time.
-        rates: The hazard on each segment ``[times[k], times[k + 1])``.
-        value: ``W`` at each grid time.
-        cost: Seconds of delay one poll is worth (normalised).
-        floor: The shortest spacing allowed.
-        ceiling: The longest spacing allowed.
-        keep: The least share of running jobs one step may keep running
-            (``1 - max_step_chance``).
-        tail_rate: The hazard beyond the grid.
-        tail_spacing: The best spacing beyond the grid.
-
-    """
-
-    times: list[float]
-    survival: list[float]
-    moment: list[float]
-    rates: list[float]
-    value: list[float]
-    cost: float
-    floor: float
-    ceiling: float
-    keep: float
-    tail_rate: float
-    tail_spacing: float
-
-    @classmethod
-    def solve(
-        cls,
-        hazard: list[float],
-        frontier: float,
-        cost: float,
-        *,
-        floor: float = 0.0,
-        ceiling: float = math.inf,
-        max_step_chance: float = 1.0,
-    ) -> PollPlan:
-        """Return the optimal plan for the per-bin *hazard* (flat past *frontier*)."""
-        keep = 1.0 - max_step_chance
-        times, survival, moment, rates = [0.0], [1.0], [0.0], []
-        last = max(_bin(frontier * 0.999), 0) if frontier > 0 else 0
-        tail_rate = hazard[last]
-        for index in range(_BINS):
-            lower, upper = _EDGES[index], _EDGES[index + 1]
-            rate = hazard[index]
-            if index > last or survival[-1] < _TAIL_SURVIVAL:
-                tail_rate = rate
-                break
-            width = upper - lower
-            step = _RESOLUTION * math.sqrt(2.0 * cost / rate) if rate > 0 else width
-            step = min(step, ceiling / 2.0)
-            if keep > 0 and rate > 0:
-                # Fine enough that the step cap can be met within a bin.
-                step = min(step, -math.log(keep) / rate / 4.0)
-            parts = max(1, math.ceil(width / step))
-            for part in range(parts):
-                a = times[-1]
-                b = lower + width * (part + 1) / parts
-                s, g = _segment(survival[-1], moment[-1], a, rate, b - a)
-                times.append(b)
-                survival.append(s)
-                moment.append(g)
-                rates.append(rate)
-        tail_spacing, tail_value = _tail(tail_rate, cost, floor, ceiling, keep)
-        count = len(times)
-        value = [0.0] * count
-        value[-1] = survival[-1] * tail_value
-        planner = _Step(
-            times, survival, moment, value, cost, floor, ceiling, keep, tail_rate, tail_value
-        )
-        for i in range(count - 2, -1, -1):
-            value[i] = planner.best(i + 1, times[i], survival[i], moment[i])[0]
-        return cls(
-            times=times,
-            survival=survival,
-            moment=moment,
-            rates=rates,
-            value=value,
-            cost=cost,
-            floor=floor,
-            ceiling=ceiling,
-            keep=keep,
-            tail_rate=tail_rate,
-            tail_spacing=tail_spacing,
-        )
-
-    def next_poll(self, run: float) -> float:
-        """Return the best wait (normalised seconds) for a job polled at *run*, still running."""
-        times = self.times
-        if run >= times[-1]:
-            return self.tail_spacing
-        k = bisect.bisect_right(times, run) - 1
-        s, g = _segment(self.survival[k], self.moment[k], times[k], self.rates[k], run - times[k])
-        if s <= 0:
-            return self.tail_spacing
-        survivors = self.survival[-1]
-        step = _Step(
-            times,
-            self.survival,
-            self.moment,
-            self.value,
-            self.cost,
-            self.floor,
-            self.ceiling,
-            self.keep,
-            self.tail_rate,
-            self.value[-1] / survivors if survivors > 0 else 0.0,
-        )
-        _, target = step.best(k + 1, run, s, g)
-        if target is None:
-            return self.tail_spacing
-        return target - run
-
-
-@attrs.frozen
-class _Step:
-    """One step of the dynamic programme: the best next poll from a given run time."""
-
-    times: list[float]
-    survival: list[float]
-    moment: list[float]
-    value: list[float]
-    cost: float
-    floor: float
-    ceiling: float
-    keep: float
-    tail_rate: float
-    """The hazard beyond the grid (flat)."""
-    tail_value: float
-    """The cost to come per job still running at the grid's end, polled there."""
-
-    def best(self, start: int, t: float, s: float, g: float) -> tuple[float, float | None]:
-        """Return (W at *t*, the best next poll time) from grid points from *start* on.
-
-        *s* and *g* are the survival and ``integral of x f(x)`` at *t*. The
-        next poll may also leap past the grid's end, into the flat tail:
-        otherwise every job would poll once exactly where the grid ends
-        (the frontier), and a batch that keeps pushing its frontier forward
-        would pay that poll at every step.
-        """
-        times, survival, moment, value = self.times, self.survival, self.moment, self.value
-        best, choice = math.inf, None
-        for j in range(start, len(times)):
-            u = times[j]
-            gap = u - t
-            if gap > self.ceiling and choice is not None:
-                return best, choice
-            s_u = survival[j]
-            if s_u < self.keep * s and choice is not None:
-                return best, choice  # the step would leap over too much chance of finishing
-            here = s + (u * (s - s_u) - (moment[j] - g)) / self.cost
-            if here >= best:
-                return best, choice  # the delay alone grows with u, and W is never negative
-            if gap < self.floor and j < len(times) - 1:
-                continue
-            total = here + value[j]
-            if total < best:
-                best, choice = total, u
-        return self._past_end(t, s, g, best, choice)
-
-    def _past_end(
-        self, t: float, s: float, g: float, best: float, choice: float | None
-    ) -> tuple[float, float | None]:
-        """Improve (*best*, *choice*) with a next poll beyond the grid's end."""
-        rate, end = self.tail_rate, self.times[-1]
-        s_end, g_end = self.survival[-1], self.moment[-1]
-        if rate <= 0 or s_end <= 0 or choice is None:
-            return best, choice
-        # Past the end the hazard is flat: the best leap is near the spacing
-        # sqrt(2 c / rate); try a ladder around it, within the caps.
-        reach = self.ceiling - (end - t)
-        if self.keep > 0:
-            reach = min(reach, math.log(s_end / (self.keep * s)) / rate if s > 0 else 0.0)
-        if reach <= 0:
-            return best, choice
-        guess = math.sqrt(2.0 * self.cost / rate)
-        for step in range(-16, 9):
-            x = min(guess * 2.0 ** (step / 4.0), reach)
-            if end + x - t < self.floor:
-                continue
-            s_u, g_u = _segment(s_end, g_end, end, rate, x)
-            u = end + x
-            total = s + (u * (s - s_u) - (g_u - g)) / self.cost + s_u * self.tail_value
-            if total < best:
-                best, choice = total, u
-        return best, choice

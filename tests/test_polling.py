@@ -296,14 +296,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 poll_sim = importlib.import_module("poll_sim")
 
 # Ratios to the bound (poll requests / the fewest any schedule needs at the same
-# mean delay), seeds 1 and 2. The issue's targets are 1.15 cold and 1.05 warm;
-# each limit is pinned a little above today's figure, so a regression fails
-# (see docs/performance.md for the figures and why some targets are missed).
+# mean delay), seeds 1 to 4. The issue's targets are 1.15 cold and 1.05 warm:
+# where today's figure meets its target the target is the limit; where it
+# misses, the limit is pinned a little above today's figure, so a regression
+# fails (see docs/performance.md for the figures and why those targets are
+# missed).
 PINNED = [
-    ("two modes 30/90 s", "cold", 1.58),  # target 1.15: missed (1.51 today)
-    ("two modes 30/90 s", "warm", 1.05),  # target 1.05: met (1.015 today)
-    ("heavy tail on 1/3", "cold", 1.31),  # target 1.15: missed (1.25 today)
-    ("heavy tail on 1/3", "warm", 1.10),  # target 1.05: missed (1.063 today)
+    ("lognormal cv 0.3", "cold", 1.15),  # met (1.057 today)
+    ("lognormal cv 1.0", "cold", 1.15),  # met (1.114 today)
+    ("two modes 30/90 s", "cold", 1.36),  # target 1.15: missed (1.292 today)
+    ("two modes 30/90 s", "warm", 1.05),  # met (0.977 today)
+    ("three modes 20/60/150 s", "cold", 1.41),  # target 1.15: missed (1.341 today)
+    ("three modes 20/60/150 s", "warm", 1.05),  # met (1.032 today)
+    ("heavy tail on 1/3", "cold", 1.22),  # target 1.15: missed (1.157 today)
+    ("heavy tail on 1/3", "warm", 1.05),  # met (1.024 today)
 ]
 
 
@@ -312,7 +318,7 @@ PINNED = [
 )
 def test_requests_stay_near_the_bound(workload, mode, limit):
     """On mixtures and heavy tails, requests per job stay within the pinned ratio to the bound."""
-    row = poll_sim.evaluate(poll_sim.WORKLOADS[workload], mode, (1, 2))
+    row = poll_sim.evaluate(poll_sim.WORKLOADS[workload], mode, (1, 2, 3, 4))
     assert row.ratio <= limit
     assert row.p95_over_mean <= 3.0
 

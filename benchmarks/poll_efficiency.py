@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import math
 import time
 from typing import Any
@@ -104,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--warm",
         action="store_true",
-        help="also measure AdaptivePolling on a second "
-        "batch in the same session (after it learned from a first one)",
+        help="also measure AdaptivePolling on a second batch in the same session "
+        "(after it learned from a first one); with --real-time, a second session "
+        "given the models the first one persisted, on new run times",
     )
     add(
         "--repeat",
@@ -557,18 +559,13 @@ REAL_TIME = {
 }
 
 
-async def _real_time_one(
-    args: argparse.Namespace, name: str, spec: dict[str, Any]
-) -> dict[str, Any]:
-    """One workload in real time; then the simulator on the very same run times."""
-    import poll_sim  # noqa: PLC0415 - only this mode needs it
+async def _real_time_batch(
+    spec: dict[str, Any], n: int, seed: int, policy: Any
+) -> tuple[dict[str, float], list[tuple[float, float]], list[float], int, int, float]:
+    """One batch in real time: (per-job delay, runs, submit offsets, polls, failures, wall)."""
+    from runcomfy_async import ModelRequest  # noqa: PLC0415
 
-    from runcomfy_async import AdaptivePolling, ModelRequest  # noqa: PLC0415
-
-    n = args.rt_jobs
-    emulator = Emulator(
-        time_scale=1.0, slots=spec["slots"], run_time=spec["run_time"], seed=args.seed
-    )
+    emulator = Emulator(time_scale=1.0, slots=spec["slots"], run_time=spec["run_time"], seed=seed)
     done_at: dict[str, float] = {}
 
     def on_done(job: Any) -> None:
@@ -581,7 +578,11 @@ async def _real_time_one(
         return ModelRequest(request(i).model_id, payload)
 
     async with emulator:
-        async with RunComfy(TOKEN, base_url=emulator.base_url, polling=AdaptivePolling()) as client:
+        # model_cache=False: the session starts from exactly the policy given
+        # (a user cache left by other runs would make a "cold" run warm).
+        async with RunComfy(
+            TOKEN, base_url=emulator.base_url, polling=policy, model_cache=False
+        ) as client:
             started = time.monotonic()
             batch = client.submit_many([make(i) for i in range(n)])
             for job in batch:
@@ -591,48 +592,87 @@ async def _real_time_one(
         server = api_requests(await emulator.stats())
         jobs = await emulator.jobs()
     by_id = {job["request_id"]: job for job in jobs}
-    delays, runs, offsets = [], [], []
+    delays: dict[str, float] = {}
     for rid, at in done_at.items():
         job = by_id.get(rid)
-        if job is None or job["finished"] is None:
-            continue
-        delays.append(at - job["finished"])
-    for job in sorted(jobs, key=lambda j: j["created"]):
-        runs.append((job["finished"] - job["started"], 1.0))
-        offsets.append(job["created"])
-    polls = (server["status"] + server["result"]) / n
-    # The simulator on the same run times (all submitted at 0, FIFO slots).
-    sims = [
-        poll_sim.simulate(poll_sim.cold_policy(seed), runs, spec["slots"], key=request(0).model_id)
-        for seed in range(1, 6)
-    ]
-    sim_polls = mean(o.requests_per_job for o in sims)
-    sim_delay = mean(o.delay_mean for o in sims)
-    row: dict[str, Any] = {
-        "workload": name,
-        "jobs": n,
-        "failures": sum(1 for o in outcomes if isinstance(o, Exception)),
-        "wall_seconds": wall,
-        "submit_spread_seconds": max(offsets) - min(offsets) if offsets else 0.0,
-        "poll_requests_per_job": polls,
-        "delay_mean": mean(delays),
-        "delay_p95": percentile(delays, 0.95),
-        "delay_max": max(delays, default=math.nan),
-        "sim_poll_requests_per_job": sim_polls,
-        "sim_delay_mean": sim_delay,
-        "requests_vs_sim": polls / sim_polls - 1,
-        "delay_vs_sim": mean(delays) / sim_delay - 1,
-    }
-    if spec["slots"] is None:
-        # The bound for this batch's own distribution is not known in closed
-        # form here: the simulator's figures are the comparison.
-        pass
-    else:
-        fixed, _ = poll_sim.fixed_at_delay(runs, spec["slots"], row["delay_mean"])
-        row["fixed_at_same_delay"] = fixed
-        row["ratio_vs_fixed"] = polls / fixed
-    print(f"  {name}: done in {wall:.0f} s", flush=True)
-    return row
+        if job is not None and job["finished"] is not None:
+            delays[rid] = at - job["finished"]
+    ordered = sorted(jobs, key=lambda j: j["created"])
+    runs = [(job["finished"] - job["started"], 1.0) for job in ordered]
+    offsets = [job["created"] for job in ordered]
+    failures = sum(1 for o in outcomes if isinstance(o, Exception))
+    return delays, runs, offsets, server["status"] + server["result"], failures, wall
+
+
+async def _real_time_one(
+    args: argparse.Namespace, name: str, spec: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One workload in real time, cold (and warm); then the simulator on the same run times."""
+    import poll_sim  # noqa: PLC0415 - only this mode needs it
+
+    from runcomfy_async import AdaptivePolling  # noqa: PLC0415
+
+    n = args.rt_jobs
+    key = request(0).model_id
+    policy = AdaptivePolling()
+    rounds = [("cold", args.seed, policy)]
+    if args.warm:
+        rounds.append(("warm", args.seed + 1, None))
+    rows: list[dict[str, Any]] = []
+    first_runs: list[tuple[float, float]] = []
+    for mode, seed, given in rounds:
+        session = given
+        if session is None:
+            # A new session given the models the cold one persisted.
+            session = AdaptivePolling()
+            session.load_models(json.loads(json.dumps(policy.export_models())))
+        delays, runs, offsets, polls, failures, wall = await _real_time_batch(
+            spec, n, seed, session
+        )
+
+        def sim_policy(
+            jitter: int, mode: str = mode, earlier: list[tuple[float, float]] = first_runs
+        ) -> Any:
+            fresh = poll_sim.cold_policy(jitter)
+            if mode == "warm":
+                learner = poll_sim.cold_policy(jitter + 100)
+                poll_sim.simulate(learner, earlier, spec["slots"], key=key)
+                fresh.load_models(json.loads(json.dumps(learner.export_models())))
+            return fresh
+
+        sims = [
+            poll_sim.simulate(sim_policy(jitter), runs, spec["slots"], key=key)
+            for jitter in range(1, 6)
+        ]
+        sim_polls = mean(o.requests_per_job for o in sims)
+        sim_delay = mean(o.delay_mean for o in sims)
+        sim_p95 = mean(o.delay_quantile(0.95) for o in sims)
+        values = list(delays.values())
+        row: dict[str, Any] = {
+            "workload": name,
+            "mode": mode,
+            "jobs": n,
+            "failures": failures,
+            "wall_seconds": wall,
+            "submit_spread_seconds": max(offsets) - min(offsets) if offsets else 0.0,
+            "poll_requests_per_job": polls / n,
+            "delay_mean": mean(values),
+            "delay_p95": percentile(values, 0.95),
+            "delay_max": max(values, default=math.nan),
+            "sim_poll_requests_per_job": sim_polls,
+            "sim_delay_mean": sim_delay,
+            "sim_delay_p95": sim_p95,
+            "requests_vs_sim": polls / n / sim_polls - 1,
+            "delay_vs_sim": mean(values) / sim_delay - 1,
+        }
+        if spec["slots"] is not None:
+            fixed, _ = poll_sim.fixed_at_delay(runs, spec["slots"], row["delay_mean"])
+            row["fixed_at_same_delay"] = fixed
+            row["ratio_vs_fixed"] = polls / n / fixed
+        rows.append(row)
+        first_runs = runs
+        print(f"  {name} ({mode}): done in {wall:.0f} s", flush=True)
+    return rows
 
 
 async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -640,7 +680,7 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     async def one(name: str, spec: dict[str, Any]) -> None:
-        rows.append(await _real_time_one(args, name, spec))
+        rows.extend(await _real_time_one(args, name, spec))
 
     async with anyio.create_task_group() as group:
         for name, spec in REAL_TIME.items():
@@ -648,6 +688,7 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
     print_table(
         [
             "workload",
+            "mode",
             "jobs",
             "poll req/job",
             "sim req/job",
@@ -656,12 +697,14 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
             "sim delay s",
             "diff",
             "p95 s",
+            "sim p95 s",
             "worst s",
             "vs fixed",
         ],
         [
             [
                 r["workload"],
+                r["mode"],
                 r["jobs"],
                 r["poll_requests_per_job"],
                 r["sim_poll_requests_per_job"],
@@ -670,6 +713,7 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
                 r["sim_delay_mean"],
                 f"{100 * r['delay_vs_sim']:+.1f} %",
                 r["delay_p95"],
+                r["sim_delay_p95"],
                 r["delay_max"],
                 r.get("ratio_vs_fixed"),
             ]

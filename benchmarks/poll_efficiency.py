@@ -544,6 +544,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+SIM_JITTERS = 20
+"""Jitter seeds the simulator runs on each real-time batch's run times."""
+
 REAL_TIME = {
     "lognormal cv 0.3": {"run_time": "lognormal:60,0.3", "slots": None, "frames": False},
     "two modes (frames 121/241, no hint)": {
@@ -599,7 +602,8 @@ async def _real_time_batch(
             delays[rid] = at - job["finished"]
     ordered = sorted(jobs, key=lambda j: j["created"])
     runs = [(job["finished"] - job["started"], 1.0) for job in ordered]
-    offsets = [job["created"] for job in ordered]
+    first = ordered[0]["created"] if ordered else 0.0
+    offsets = [job["created"] - first for job in ordered]
     failures = sum(1 for o in outcomes if isinstance(o, Exception))
     return delays, runs, offsets, server["status"] + server["result"], failures, wall
 
@@ -620,6 +624,7 @@ async def _real_time_one(
         rounds.append(("warm", args.seed + 1, None))
     rows: list[dict[str, Any]] = []
     first_runs: list[tuple[float, float]] = []
+    first_offsets: list[float] = []
     for mode, seed, given in rounds:
         session = given
         if session is None:
@@ -631,22 +636,30 @@ async def _real_time_one(
         )
 
         def sim_policy(
-            jitter: int, mode: str = mode, earlier: list[tuple[float, float]] = first_runs
+            jitter: int,
+            mode: str = mode,
+            earlier: list[tuple[float, float]] = first_runs,
+            at: list[float] = first_offsets,
         ) -> Any:
             fresh = poll_sim.cold_policy(jitter)
             if mode == "warm":
                 learner = poll_sim.cold_policy(jitter + 100)
-                poll_sim.simulate(learner, earlier, spec["slots"], key=key)
+                poll_sim.simulate(learner, earlier, spec["slots"], key=key, submitted=at)
                 fresh.load_models(json.loads(json.dumps(learner.export_models())))
             return fresh
 
+        # The simulator on the very same run times and submit times, over
+        # SIM_JITTERS jitter seeds: one real run is one draw of the jitter,
+        # and a cold batch's mean delay rests on its first finishers, so the
+        # simulator's spread over seeds says how far one run may stray.
         sims = [
-            poll_sim.simulate(sim_policy(jitter), runs, spec["slots"], key=key)
-            for jitter in range(1, 6)
+            poll_sim.simulate(sim_policy(jitter), runs, spec["slots"], key=key, submitted=offsets)
+            for jitter in range(1, SIM_JITTERS + 1)
         ]
         sim_polls = mean(o.requests_per_job for o in sims)
         sim_delay = mean(o.delay_mean for o in sims)
         sim_p95 = mean(o.delay_quantile(0.95) for o in sims)
+        spread = sorted(o.delay_mean for o in sims)
         values = list(delays.values())
         row: dict[str, Any] = {
             "workload": name,
@@ -662,6 +675,8 @@ async def _real_time_one(
             "sim_poll_requests_per_job": sim_polls,
             "sim_delay_mean": sim_delay,
             "sim_delay_p95": sim_p95,
+            "sim_delay_mean_p10": percentile(spread, 0.10),
+            "sim_delay_mean_p90": percentile(spread, 0.90),
             "requests_vs_sim": polls / n / sim_polls - 1,
             "delay_vs_sim": mean(values) / sim_delay - 1,
         }
@@ -670,7 +685,7 @@ async def _real_time_one(
             row["fixed_at_same_delay"] = fixed
             row["ratio_vs_fixed"] = polls / n / fixed
         rows.append(row)
-        first_runs = runs
+        first_runs, first_offsets = runs, offsets
         print(f"  {name} ({mode}): done in {wall:.0f} s", flush=True)
     return rows
 
@@ -696,6 +711,7 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
             "delay mean s",
             "sim delay s",
             "diff",
+            "sim 10-90 %",
             "p95 s",
             "sim p95 s",
             "worst s",
@@ -712,6 +728,7 @@ async def real_time(args: argparse.Namespace) -> list[dict[str, Any]]:
                 r["delay_mean"],
                 r["sim_delay_mean"],
                 f"{100 * r['delay_vs_sim']:+.1f} %",
+                f"{r['sim_delay_mean_p10']:.2f}-{r['sim_delay_mean_p90']:.2f}",
                 r["delay_p95"],
                 r["sim_delay_p95"],
                 r["delay_max"],

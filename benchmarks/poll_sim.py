@@ -307,12 +307,20 @@ class Outcome:
         return max(self.delays)
 
 
-def schedule(runs: Sequence[tuple[float, float]], slots: int | None) -> list[tuple[float, float]]:
-    """Return (start, finish) of each job through *slots* FIFO slots, all submitted at 0."""
+def schedule(
+    runs: Sequence[tuple[float, float]],
+    slots: int | None,
+    submitted: Sequence[float] | None = None,
+) -> list[tuple[float, float]]:
+    """Return (start, finish) of each job through *slots* FIFO slots.
+
+    Jobs are submitted in order, at the times of *submitted* (all at 0 by
+    default).
+    """
     free = [0.0] * (slots or len(runs))
     out = []
-    for run, _ in runs:
-        start = heapq.heappop(free)
+    for index, (run, _) in enumerate(runs):
+        start = max(heapq.heappop(free), submitted[index] if submitted else 0.0)
         out.append((start, start + run))
         heapq.heappush(free, start + run)
     return out
@@ -326,25 +334,32 @@ def simulate(
     key: str = KEY,
     attached: bool = False,
     offset: float = 0.0,
+    submitted: Sequence[float] | None = None,
 ) -> Outcome:
     """Poll the jobs of *runs* under *policy* in virtual time, as the engine does.
 
     With *attached*, every job is re-attached at time *offset* after its
     submit (its state unknown, polled at once), as ``RunComfy.attach`` does.
+    *submitted* gives each job's submit time (all at 0 by default), as a
+    real batch's submits spread over its first second or two.
     """
-    times = schedule(runs, slots)
+    times = schedule(runs, slots, submitted)
     starts = sorted(s for s, _ in times)
     jobs = []
+    at = list(submitted) if submitted else [0.0] * len(runs)
     for i, ((run, scale), (start, finish)) in enumerate(zip(runs, times, strict=True)):
-        state = PollState(key=key, scale=scale, submitted_at=offset if attached else 0.0)
+        state = PollState(key=key, scale=scale, submitted_at=offset if attached else at[i])
         if attached:
             state.attached = True
         jobs.append(SimJob(i, run, scale, start, finish, state))
     seq = itertools.count()
     heap: list[tuple[float, int, int]] = []
-    now = offset if attached else 0.0
     for job in jobs:
-        job.due = now if attached else now + policy.next_delay(job.state, now)
+        if attached:
+            job.due = offset
+        else:
+            now = job.state.submitted_at
+            job.due = now + policy.next_delay(job.state, now)
         heapq.heappush(heap, (job.due, next(seq), job.index))
     live = {job.index for job in jobs}
     first_finish_seen = math.inf

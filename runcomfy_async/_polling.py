@@ -11,8 +11,10 @@ session has watched (a Nelson-Aalen estimator on log-spaced bins of run time:
 finished jobs are events, still-running ones count as time at risk, so a
 batch that started together learns from its own first finishers). No step
 may skip more than ``max_step_chance`` of the chance of finishing; before
-anything is known it spaces polls geometrically (a share of the time already
-run), and past the longest run time yet watched it creeps forward. While a
+anything is known a few probe jobs per model search for the run time for the
+whole batch (geometric spacing that tightens as the batch runs on unseen),
+while the rest wait for their first finish; past the longest run time yet
+watched it creeps forward. While a
 job waits in the queue, it uses the reported ``queue_position`` and the
 queue's drain rate (positions moved over time watched) to poll at a share of
 the expected wait, never past where a queue twice as fast would have started
@@ -140,7 +142,7 @@ class PollState:
 
     @property
     def age_known(self) -> bool:
-        """True unless the job was re-attached running: then its run time so far is unknown."""
+        """Whether the job's run time so far is known (not for a job re-attached running)."""
         return not self.attached or self.start_seen
 
     def elapsed(self, now: float) -> float:
@@ -242,9 +244,9 @@ class AdaptivePolling:
         probe_ramp: The later probes join at this many per ``first_poll``
             seconds of run time: probe number n (from 0) first polls after
             ``first_poll * (n - probes) / probe_ramp`` seconds (and no
-            sooner than ``growth * first_poll``). A few probes search the
-            first seconds, where a late detection costs little; more join
-            as the stakes grow.
+            sooner than ``growth * first_poll``, nor later than
+            ``ceiling``). A few probes search the first seconds, where a
+            late detection costs little; more join as the stakes grow.
         frontier_growth: Once some jobs have finished, a running job past the
             longest run time yet watched waits at most this share of the time
             it has run: the learned hazard says nothing there.

@@ -263,7 +263,11 @@ class AdaptivePolling:
             so this session's own evidence soon outweighs it.
         plan_after: Finishes (a prior's weighted ones included) a model
             needs before the schedule is solved exactly for it (see
-            ``PollPlan``); before, the local rule is used.
+            ``PollPlan``); before, the local rule is used. As many as
+            ``prior_cap``: a fresh prior at full weight is planned on at
+            once, while a batch learning a new model keeps the local rule
+            for its first 200 finishes (an exact plan for a model that has
+            seen only a first mode polls too much in the gap after it).
         rand: The random source (seedable for tests).
 
     """
@@ -287,7 +291,7 @@ class AdaptivePolling:
     drain_samples: int = 64
     stale_after: float = 7 * 86400.0
     prior_cap: float = 200.0
-    plan_after: float = 100.0
+    plan_after: float = 200.0
     rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _models: dict[str, RunTimeModel] = attrs.field(factory=dict, init=False, repr=False)
     _cold_jobs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)

@@ -44,14 +44,9 @@ from ._errors import (
 from ._events import Hook, Monitor, Stats, logger
 from ._job import Job
 from ._journal import Journal, NullJournal
+from ._model_cache import default_model_cache, load_model_cache, save_model_cache
 from ._models import JobResult
-from ._polling import (
-    AdaptivePolling,
-    PollPolicy,
-    default_model_cache,
-    load_model_cache,
-    save_model_cache,
-)
+from ._polling import AdaptivePolling, PollPolicy
 from ._requests import Request
 from ._transport import Transport
 

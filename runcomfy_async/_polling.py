@@ -27,12 +27,10 @@ poll in step, and clamped to a floor and a ceiling.
 from __future__ import annotations
 
 import enum
-import json
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -46,9 +44,6 @@ __all__ = [
     "PollPolicy",
     "PollState",
     "RunTimeModel",
-    "default_model_cache",
-    "load_model_cache",
-    "save_model_cache",
 ]
 
 
@@ -589,43 +584,3 @@ class AdaptivePolling:
             last = state.last_poll if state.last_poll is not None else started
             seconds = max(0.0, (last + now) / 2.0 - started)
         return seconds / state.scale
-
-
-def default_model_cache() -> Path:
-    """Return the file where learned run-time models are kept between sessions.
-
-    It lies in the user's cache folder (``platformdirs``), for example
-    ``~/.cache/runcomfy-async/runtime-models.json`` on Linux.
-    """
-    import platformdirs  # noqa: PLC0415 - only the cache needs it
-
-    return Path(platformdirs.user_cache_dir("runcomfy-async")) / "runtime-models.json"
-
-
-def load_model_cache(policy: AdaptivePolling, path: Path | None = None) -> int:
-    """Warm *policy* with the models saved at *path*; return how many loaded.
-
-    A missing or unreadable file loads nothing: a cache never stops a session.
-    """
-    path = default_model_cache() if path is None else path
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return 0
-    return policy.load_models(data) if isinstance(data, dict) else 0
-
-
-def save_model_cache(policy: AdaptivePolling, path: Path | None = None) -> None:
-    """Save *policy*'s models to *path*, atomically (a rename), merged with what is there."""
-    path = default_model_cache() if path is None else path
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
-    data.update(policy.export_models())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
-    temporary.replace(path)

@@ -110,7 +110,7 @@ def test_a_policy_exports_and_loads_its_models():
 
 def test_the_model_cache_saves_and_loads(tmp_path):
     """save_model_cache then load_model_cache warms a new policy; a bad file loads nothing."""
-    from runcomfy_async._polling import load_model_cache, save_model_cache  # noqa: PLC0415
+    from runcomfy_async._model_cache import load_model_cache, save_model_cache  # noqa: PLC0415
 
     policy = AdaptivePolling()
     model = policy._model("a/b/c")

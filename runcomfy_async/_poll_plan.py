@@ -91,6 +91,8 @@ class PollPlan:
             (``1 - max_step_chance``).
         tail_rate: The hazard beyond the grid.
         tail_spacing: The best spacing beyond the grid.
+        tail_value: The cost to come per job still running at the grid's
+            end, polled there.
 
     """
 
@@ -105,6 +107,7 @@ class PollPlan:
     keep: float
     tail_rate: float
     tail_spacing: float
+    tail_value: float
 
     @classmethod
     def solve(
@@ -147,12 +150,7 @@ class PollPlan:
         count = len(times)
         value = [0.0] * count
         value[-1] = survival[-1] * tail_value
-        planner = _Step(
-            times, survival, moment, value, cost, floor, ceiling, keep, tail_rate, tail_value
-        )
-        for i in range(count - 2, -1, -1):
-            value[i] = planner.best(i + 1, times[i], survival[i], moment[i])[0]
-        return cls(
+        plan = cls(
             times=times,
             survival=survival,
             moment=moment,
@@ -164,7 +162,13 @@ class PollPlan:
             keep=keep,
             tail_rate=tail_rate,
             tail_spacing=tail_spacing,
+            tail_value=tail_value,
         )
+        # W backwards from the grid's end (filled in place: each step reads
+        # only the values after it).
+        for i in range(count - 2, -1, -1):
+            value[i] = plan._best(i + 1, times[i], survival[i], moment[i])[0]
+        return plan
 
     def next_poll(self, run: float) -> float:
         """Return the best wait (normalised seconds) for a job polled at *run*, still running."""
@@ -175,43 +179,12 @@ class PollPlan:
         s, g = _segment(self.survival[k], self.moment[k], times[k], self.rates[k], run - times[k])
         if s <= 0:
             return self.tail_spacing
-        survivors = self.survival[-1]
-        step = _Step(
-            times,
-            self.survival,
-            self.moment,
-            self.value,
-            self.cost,
-            self.floor,
-            self.ceiling,
-            self.keep,
-            self.tail_rate,
-            self.value[-1] / survivors if survivors > 0 else 0.0,
-        )
-        _, target = step.best(k + 1, run, s, g)
+        _, target = self._best(k + 1, run, s, g)
         if target is None:
             return self.tail_spacing
         return target - run
 
-
-@attrs.frozen
-class _Step:
-    """One step of the dynamic programme: the best next poll from a given run time."""
-
-    times: list[float]
-    survival: list[float]
-    moment: list[float]
-    value: list[float]
-    cost: float
-    floor: float
-    ceiling: float
-    keep: float
-    tail_rate: float
-    """The hazard beyond the grid (flat)."""
-    tail_value: float
-    """The cost to come per job still running at the grid's end, polled there."""
-
-    def best(self, start: int, t: float, s: float, g: float) -> tuple[float, float | None]:
+    def _best(self, start: int, t: float, s: float, g: float) -> tuple[float, float | None]:
         """Return (W at *t*, the best next poll time) from grid points from *start* on.
 
         *s* and *g* are the survival and ``integral of x f(x)`` at *t*. The
